@@ -1,0 +1,187 @@
+"""``/v1/searches``: submit, read, list, cancel, delete, stream progress, page trials, download."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from zennas_api.bundle import zip_bundle
+from zennas_api.deps import PrincipalDep, QueueDep, SettingsDep
+from zennas_api.problems import Problem
+from zennas_api.queue import FINISHED, STATES, Job
+from zennas_api.schemas import SearchCreate, SearchList, SearchPublic
+
+from zennas.errors import SpecError, StructureError
+from zennas.search import SearchSpec, check_feasible
+from zennas.search.driver import PROGRESS_SCHEMA
+from zennas.search.spec import Budgets, LatencySpec
+from zennas.search.store import SearchStore
+from zennas.space.formats import parse_structure, structure_from_obj
+
+router = APIRouter(prefix="/v1/searches", tags=["searches"])
+
+
+def public(job: Job, request: Request) -> SearchPublic:
+    base = str(request.url_for("get_search", search_id=job.id))
+    links = {"self": base, "events": base + "/events", "trials": base + "/trials", "cancel": base + "/cancel"}
+    if job.state == "succeeded":
+        links["backbone"] = base + "/backbone"
+    return SearchPublic(id=job.id, state=job.state, spec=job.spec, progress=job.progress,  # type: ignore[arg-type]
+                        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+                        updated_at=job.updated_at, attempts=job.attempts, error=job.error, result=job.result,
+                        links=links)
+
+
+def to_spec(body: SearchCreate, settings: SettingsDep) -> SearchSpec:
+    """Validate everything a search needs before anything is stored (no half-jobs)."""
+    h = body.height or body.resolution or 480
+    w = body.width or body.resolution or h
+    start = None
+    if body.start is not None:
+        try:
+            start = parse_structure(body.start) if isinstance(body.start, str) else structure_from_obj(body.start)
+        except StructureError as e:
+            raise SpecError(f"start: {e.message}", field=f"start.{e.field}" if e.field else "start") from e
+    # a size that came from ``resolution`` is reported under that name
+    h_name = "height" if body.height is not None or body.resolution is None else "resolution"
+    w_name = "width" if body.width is not None or body.resolution is None else "resolution"
+    for name, value, limit in (("population", body.population, settings.max_population),
+                               ("iterations", body.iterations, settings.max_iterations),
+                               (h_name, h, settings.max_resolution), (w_name, w, settings.max_resolution)):
+        if value > limit:
+            raise SpecError(f"{name} = {value} is above this service's limit of {limit}", field=name)
+    spec = SearchSpec(
+        space=body.space if body.space_doc is None else str(body.space_doc.get("name", "inline")),
+        space_doc=body.space_doc, score=body.score, score_settings=dict(body.score_settings), height=h, width=w,
+        budgets=Budgets(**body.budgets.model_dump()), population=body.population, iterations=body.iterations,
+        generation=body.generation, checkpoint_every=body.checkpoint_every, sampler=body.sampler,
+        latency=LatencySpec(**body.latency.model_dump()),
+        objectives=tuple(body.objectives), seed=body.seed, start=start)
+    check_feasible(spec)
+    if spec.score not in ("entropy-analytic", "params", "flops"):
+        from zennas.score import make_scorer
+
+        make_scorer(spec.score, **dict(spec.score_settings))  # bad score settings fail now, not in the worker
+    return spec
+
+
+def _load(queue: QueueDep, principal: PrincipalDep, search_id: str) -> Job:
+    job = queue.get(search_id, principal.tenant)  # another tenant's job is simply not found
+    if job is None:
+        raise Problem(404, "Not found", f"no search {search_id!r}", field="search_id")
+    return job
+
+
+@router.post("", status_code=202, response_model=SearchPublic,
+             responses={202: {"description": "accepted; poll Location"}, 422: {"description": "invalid spec"}})
+def create_search(body: SearchCreate, request: Request, response: Response, queue: QueueDep,
+                  principal: PrincipalDep, settings: SettingsDep,
+                  idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> SearchPublic:
+    spec = to_spec(body, settings)
+    job, created = queue.create(principal.tenant, spec.to_dict(), idempotency_key=idempotency_key,
+                                max_queued=settings.max_queued_per_tenant)
+    response.headers["Location"] = str(request.url_for("get_search", search_id=job.id))
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return public(job, request)
+
+
+@router.get("", response_model=SearchList)
+def list_searches(request: Request, queue: QueueDep, principal: PrincipalDep,
+                  state: Annotated[str | None, Query(pattern="^(" + "|".join(STATES) + ")$")] = None,
+                  cursor: Annotated[str | None, Query(max_length=200)] = None,
+                  limit: Annotated[int, Query(ge=1, le=200)] = 50) -> SearchList:
+    items, nxt = queue.list(principal.tenant, state=state, cursor=cursor, limit=limit)
+    return SearchList(items=[public(j, request) for j in items], next_cursor=nxt)
+
+
+@router.get("/{search_id}", response_model=SearchPublic, name="get_search",
+            responses={304: {"description": "not modified since the ETag"}, 404: {"description": "not found"}})
+def get_search(search_id: str, request: Request, queue: QueueDep, principal: PrincipalDep,
+               if_none_match: Annotated[str | None, Header()] = None) -> Any:
+    job = _load(queue, principal, search_id)
+    if if_none_match is not None and if_none_match == job.etag:
+        return Response(status_code=304, headers={"ETag": job.etag})
+    return JSONResponse(public(job, request).model_dump(mode="json"), headers={"ETag": job.etag})
+
+
+@router.post("/{search_id}/cancel", response_model=SearchPublic)
+def cancel_search(search_id: str, request: Request, queue: QueueDep, principal: PrincipalDep) -> SearchPublic:
+    _load(queue, principal, search_id)
+    job = queue.cancel(search_id, principal.tenant)
+    assert job is not None
+    return public(job, request)
+
+
+@router.delete("/{search_id}", status_code=204, responses={409: {"description": "still queued or running"}})
+def delete_search(search_id: str, queue: QueueDep, principal: PrincipalDep, settings: SettingsDep) -> Response:
+    job = _load(queue, principal, search_id)
+    if job.state not in FINISHED:
+        raise Problem(409, "Conflict", f"search {search_id} is {job.state}; cancel it first", field="state")
+    queue.delete(search_id, principal.tenant)
+    shutil.rmtree(settings.artifacts_dir / search_id, ignore_errors=True)
+    return Response(status_code=204)
+
+
+@router.get("/{search_id}/events", responses={200: {"content": {"text/event-stream": {}}}})
+async def search_events(search_id: str, request: Request, queue: QueueDep, principal: PrincipalDep) -> StreamingResponse:
+    _load(queue, principal, search_id)
+
+    async def stream() -> AsyncIterator[bytes]:
+        seq = -1
+        while True:
+            job = await asyncio.to_thread(queue.get, search_id, principal.tenant)
+            if job is None:
+                return
+            if job.progress_seq != seq:
+                seq = job.progress_seq
+                data = {"schema": PROGRESS_SCHEMA, "state": job.state, **(job.progress or {})}
+                yield f"id: {seq}\nevent: progress\ndata: {json.dumps(data)}\n\n".encode()
+            if job.state in FINISHED:
+                yield f"event: end\ndata: {json.dumps({'state': job.state})}\n\n".encode()
+                return
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(0.25)
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/{search_id}/trials")
+def search_trials(search_id: str, request: Request, queue: QueueDep, principal: PrincipalDep,
+                  offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                  front: bool = False) -> dict[str, Any]:
+    job = _load(queue, principal, search_id)
+    if front or (job.spec.get("sampler") == "nsga2" and front):
+        points = (job.result or {}).get("pareto_front") or (job.progress or {}).get("pareto_front") or []
+        return {"pareto_front": points}
+    store = SearchStore(request.app.state.engine, create=False)
+    rows = store.trials(search_id, offset=offset, limit=limit)
+    for r in rows:
+        r["structure"] = json.loads(r["structure"])
+        r.pop("search_id", None)
+    nxt = offset + limit if len(rows) == limit else None
+    return {"items": rows, "next_offset": nxt}
+
+
+@router.get("/{search_id}/backbone", responses={200: {"content": {"application/zip": {}}}, 409: {}})
+def download_backbone(search_id: str, queue: QueueDep, principal: PrincipalDep, settings: SettingsDep,
+                      format: Annotated[str, Query(pattern="^(zip|json)$")] = "zip") -> Response:
+    job = _load(queue, principal, search_id)
+    if job.state != "succeeded" or job.result is None:
+        raise Problem(409, "Conflict", f"search {search_id} is {job.state}; the backbone is ready once it succeeds",
+                      field="state")
+    if format == "json":
+        return JSONResponse(job.result["best"]["structure"])
+    directory = settings.artifacts_dir / search_id
+    if not (directory / "manifest.json").exists():
+        from zennas_api.bundle import write_bundle
+
+        write_bundle(directory, {"id": job.id, "tenant": job.tenant, "spec": job.spec}, job.result)
+    return Response(zip_bundle(directory), media_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="zennas-{search_id}.zip"'})

@@ -1,0 +1,122 @@
+"""Request and response models (the OpenAPI schema is generated from these)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class BudgetsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    flops: float | None = Field(None, gt=0, description="FLOPs budget: MACs + BN/activation element ops at H x W")
+    params: float | None = Field(None, gt=0, description="parameter budget")
+    layers: int | None = Field(None, gt=0, description="main-path conv layers")
+    latency_ms: float | None = Field(None, gt=0, description="median latency measured on the evaluating worker")
+
+
+class LatencyIn(BaseModel):
+    """How latency is measured for a latency budget or objective (on the evaluating Ray worker)."""
+
+    model_config = ConfigDict(extra="forbid")
+    batch: int = Field(1, ge=1, le=256)
+    runs: int = Field(10, ge=1, le=1000)
+    warmup: int = Field(2, ge=0, le=100)
+    resource: str | None = Field(None, max_length=100, description="Ray resource label of the target hardware's nodes")
+    threads: int = Field(1, ge=1, le=256)
+
+
+class SearchCreate(BaseModel):
+    """A search job. Unknown fields are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+    space: str = Field("detection-k1kxk1", max_length=100, description="shipped space name (GET /v1/spaces)")
+    space_doc: dict[str, Any] | None = Field(None, description="an inline space document instead of a name")
+    score: Literal["entropy-analytic", "entropy", "zen", "params", "flops", "grad-norm", "synflow"] = "entropy-analytic"
+    score_settings: dict[str, int | float | str | bool | list[float]] = Field(default_factory=dict)
+    resolution: int | None = Field(None, ge=32, le=4096, multiple_of=32, description="square input size (multiple of 32)")
+    height: int | None = Field(None, ge=32, le=4096, multiple_of=32)
+    width: int | None = Field(None, ge=32, le=4096, multiple_of=32)
+    budgets: BudgetsIn = Field(default_factory=BudgetsIn)
+    population: int = Field(256, ge=2, le=1_000_000)
+    iterations: int = Field(10_000, ge=1, le=100_000_000)
+    generation: int = Field(16, ge=1, le=100_000)
+    latency: LatencyIn = Field(default_factory=LatencyIn)
+    checkpoint_every: int = Field(4096, ge=1, le=10_000_000, description="checkpoint after this many trials")
+    sampler: Literal["evolution", "nsga2", "random"] = "evolution"
+    objectives: list[Literal["flops", "params", "latency"]] = Field(default_factory=lambda: ["flops"], max_length=3)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    start: list[dict[str, Any]] | dict[str, Any] | str | None = Field(
+        None, description="warm-start structure in any supported format (ours, TinyNAS, ZenNAS string)")
+
+
+class Progress(BaseModel):
+    """Versioned progress event (schema ``zennas.progress/1``), also streamed as SSE."""
+
+    model_config = ConfigDict(extra="allow")
+    schema_: str = Field("zennas.progress/1", alias="schema")
+    iteration: int = 0
+    iterations: int = 0
+    evaluated: int = 0
+    rejected: int = 0
+    candidates_per_s: float = 0.0
+    eta_s: float | None = None
+    best_score: float | None = None
+    best_structure: dict[str, Any] | None = None
+    population: dict[str, float] | None = None
+    pareto_front: list[dict[str, Any]] | None = None
+
+
+class SearchPublic(BaseModel):
+    id: str
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    spec: dict[str, Any]
+    progress: dict[str, Any] | None = None
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float
+    attempts: int = 0
+    error: str | None = None
+    result: dict[str, Any] | None = None
+    links: dict[str, str] = Field(default_factory=dict)
+
+
+class SearchList(BaseModel):
+    items: list[SearchPublic]
+    next_cursor: str | None = None
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    structure: list[dict[str, Any]] | dict[str, Any] | str = Field(..., description="any supported format")
+    score: Literal["entropy-analytic", "entropy", "zen", "params", "flops", "grad-norm", "synflow"] = "entropy-analytic"
+    resolution: int | None = Field(None, ge=32, le=2048)
+    height: int | None = Field(None, ge=32, le=2048)
+    width: int | None = Field(None, ge=32, le=2048)
+    score_resolution: int | None = Field(None, ge=32, le=1024)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class ScoreResponse(BaseModel):
+    score: float
+    score_type: str
+    stage_scores: list[float]
+    stage_scores_weighted: list[float]
+    flops: float
+    flops_unit: str = "MACs + BN/activation element ops"
+    params: float
+    layers: int
+    resolution: list[int]
+    score_resolution: list[int] | None
+    seconds: float
+
+
+class SessionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    api_key: str = Field(..., min_length=1, max_length=200)
+
+
+class SessionResponse(BaseModel):
+    tenant: str
+    csrf_token: str

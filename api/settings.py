@@ -1,0 +1,70 @@
+"""One ``Settings`` from the environment (``ZENNAS_*``), validated at start-up."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZENNAS_", extra="ignore")
+
+    database_url: str = "sqlite:///zennas-service/zennas.db"  # PostgreSQL: postgresql://user@host/db
+    artifacts_dir: Path = Path("zennas-service/artifacts")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    dev_mode: bool = False  # no API keys; refuses to bind to a non-loopback address
+    secret_key: str = Field(default_factory=lambda: secrets.token_hex(32))  # signs session cookies
+    max_concurrent_searches: int = Field(default=1, ge=1)  # across all replicas sharing the database
+    lease_seconds: float = Field(default=30.0, gt=0)  # a claimed job's lease; renewed by heartbeats
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    poll_seconds: float = Field(default=0.5, gt=0)  # dispatcher's idle poll interval
+    retention_days: float | None = None  # finished jobs older than this are deleted (None: keep)
+    max_body_bytes: int = 1_000_000
+    # per-tenant limits
+    max_queued_per_tenant: int = 20
+    max_running_per_tenant: int = 4
+    max_population: int = 4096
+    max_iterations: int = 2_000_000
+    max_resolution: int = 2048
+    # evaluation
+    ray_address: str | None = None  # an existing Ray cluster; default: embedded Ray when needed
+    search_workers: int | None = None  # Ray evaluation actors per search (default: Ray's CPUs)
+    replica_name: str | None = None  # owner id prefix in leases (default: host:pid)
+
+    @model_validator(mode="after")
+    def _safe(self) -> Settings:
+        if self.dev_mode:
+            try:
+                loopback = ipaddress.ip_address(self.host).is_loopback
+            except ValueError:
+                loopback = self.host == "localhost"
+            if not loopback:
+                raise ValueError(f"ZENNAS_DEV_MODE disables API keys; it refuses to bind to {self.host!r} "
+                                 "(use 127.0.0.1, or turn dev mode off and create keys with `zennas keys create`)")
+        if self.heartbeat_seconds >= self.lease_seconds:
+            raise ValueError("ZENNAS_HEARTBEAT_SECONDS must be smaller than ZENNAS_LEASE_SECONDS")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        url = self.database_url
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        return url
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith(("postgresql", "postgres"))
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

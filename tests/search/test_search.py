@@ -1,0 +1,183 @@
+"""The search engine's contract: determinism, budgets, population invariants, resume, NSGA-II."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from zennas.cost import costs
+from zennas.errors import SpecError, ZenNASError
+from zennas.search import Budgets, Search, SearchSpec, SearchStore, run_search
+from zennas.search.driver import _non_dominated
+from zennas.search.export import export_optuna
+from zennas.search.population import Population
+from zennas.space import get_space
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+MAEDET = Budgets(flops=188e8, layers=91)
+
+
+def spec(**kw: object) -> SearchSpec:
+    base = {"budgets": MAEDET, "population": 32, "iterations": 1500, "seed": 0, "checkpoint_every": 256}
+    base.update(kw)
+    return SearchSpec(**base)  # type: ignore[arg-type]
+
+
+def history(store: SearchStore, sid: str) -> list[tuple[int, str, float | None, str]]:
+    return [(r["number"], r["state"], r["score"], r["structure"]) for r in store.trials(sid)]
+
+
+def test_deterministic_for_a_seed_and_different_across_seeds() -> None:
+    a = run_search(spec(seed=3))
+    b = run_search(spec(seed=3))
+    c = run_search(spec(seed=4))
+    assert a.best_structure == b.best_structure and a.best_score == b.best_score
+    assert a.best_curve == b.best_curve
+    assert (c.best_structure, c.best_curve) != (a.best_structure, a.best_curve)
+
+
+def test_budgets_never_violated_and_population_invariants(tmp_path: Path) -> None:
+    store = SearchStore.open(tmp_path / "s.db")
+    s = Search(spec(budgets=Budgets(flops=12e9, layers=60, params=20e6)), store=store, search_id="b")
+    r = s.run()
+    c = costs(r.best_structure, 480, 480)
+    assert c.flops <= 12e9 and c.layers <= 60 and c.params <= 20e6
+    rows = store.trials("b")
+    assert len(rows) == 1500
+    rejected = [x for x in rows if x["state"] == "rejected"]
+    assert rejected, "the budget is tight enough that some candidates break it"
+    for x in rows:  # rejected before scoring: no score; every scored one is within budget
+        if x["state"] == "rejected":
+            assert x["score"] is None and x["reason"] in ("flops", "layers", "params")
+        else:
+            assert x["flops"] <= 12e9 and x["layers"] <= 60 and x["params"] <= 20e6
+    pop = store.load("b").state["population"]["members"]  # type: ignore[union-attr]
+    assert len(pop) == 32
+    keys = [json.dumps(m[0]) for m in pop]
+    start = json.dumps([[b.type, b.in_channels, b.out_channels, b.stride, b.kernel, b.layers, b.bottleneck]
+                        for b in get_space("detection-k1kxk1").start.blocks])
+    distinct = [k for k in keys if k != start]
+    assert len(distinct) == len(set(distinct)), "no duplicate structures besides the seed copies"
+    assert min(m[1] for m in pop) >= max(m[1] for m in pop) - 1e9  # scores present
+
+
+def test_population_keeps_top_and_deduplicates() -> None:
+    import random
+
+    from zennas.space.mutation import Mutator
+
+    sp = get_space("detection-k1kxk1")
+    m = Mutator(sp, budget_layers=91)
+    rng = random.Random(0)
+    structs = [m.mutate(sp.start, rng) for _ in range(50)]
+    pop = Population(5)
+    for i, s in enumerate(structs):
+        pop.insert(s, float(i))
+        pop.insert(s, float(i) + 100)  # a duplicate never enters twice
+    assert len(pop) == 5
+    assert sorted(pop.scores()) == [45.0, 46.0, 47.0, 48.0, 49.0] or len(set(structs)) < 50
+
+
+def test_sampler_does_not_scan_trials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The population is incremental: asking never walks the study's trials (no O(n) per ask)."""
+    def boom(*a: object, **k: object) -> None:
+        raise AssertionError("sampler scanned the study's trials")
+
+    monkeypatch.setattr(optuna.study.Study, "get_trials", boom)
+    monkeypatch.setattr(optuna.study.Study, "_get_trials", boom)
+    r = run_search(spec(iterations=300))
+    assert r.n_trials == 300
+
+
+def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    full_store = SearchStore.open(tmp_path / "full.db")
+    full = Search(spec(), store=full_store, search_id="x").run()
+
+    store = SearchStore.open(tmp_path / "cut.db")
+    calls = {"n": 0}
+
+    def stop_after_some() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 40  # ~40 generations of 16 = 640 trials, past two checkpoints
+
+    first = Search(spec(), store=store, search_id="x", should_stop=stop_after_some)
+    part = first.run()
+    assert first.stopped and 0 < part.n_trials < 1500
+    resumed = Search(spec(), store=store, search_id="x").run(resume=True)
+    assert resumed.best_structure == full.best_structure
+    assert resumed.best_score == full.best_score
+    assert history(store, "x") == history(full_store, "x")
+
+
+def test_resume_after_a_crash_discards_uncommitted_rows(tmp_path: Path) -> None:
+    store = SearchStore.open(tmp_path / "c.db")
+    Search(spec(iterations=600), store=store, search_id="y").run()
+    cp = store.load("y")
+    assert cp is not None and cp.finished
+    again = Search(spec(iterations=600), store=store, search_id="y").run(resume=True)
+    assert again.n_trials == 600
+
+
+def test_nsga2_returns_a_non_dominated_feasible_front(tmp_path: Path) -> None:
+    store = SearchStore.open(tmp_path / "n.db")
+    r = Search(spec(sampler="nsga2", population=16, iterations=320, objectives=("flops",)), store=store,
+               search_id="n").run()
+    front = r.pareto_front
+    assert len(front) >= 2
+    for p in front:
+        assert p["flops"] <= 188e8
+        for q in front:
+            if q is not p:
+                assert not (q["score"] >= p["score"] and q["flops"] <= p["flops"]
+                            and (q["score"], q["flops"]) != (p["score"], p["flops"]))
+    assert _non_dominated(front, ("flops",)) == front
+    assert r.best_score == max(p["score"] for p in front)
+
+
+def test_random_sampler_runs_and_respects_budgets() -> None:
+    r = run_search(spec(sampler="random", iterations=200))
+    c = costs(r.best_structure, 480, 480)
+    assert c.flops <= 188e8 and c.layers <= 91
+    assert r.rejected > 0
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        ({"population": 1}, "population"),
+        ({"iterations": 0}, "iterations"),
+        ({"height": 100}, "height"),
+        ({"sampler": "bayes"}, "sampler"),
+        ({"score": "accuracy"}, "score"),
+        ({"budgets": Budgets(flops=-1)}, "budgets.flops"),
+        ({"budgets": Budgets(flops=1e6)}, "budgets.flops"),
+        ({"space": "nope"}, "space"),
+    ],
+)
+def test_spec_validation_names_the_field(kw: dict[str, object], field: str) -> None:
+    with pytest.raises(ZenNASError) as e:
+        run_search(spec(**kw))
+    assert e.value.field == field
+
+
+def test_spec_dict_round_trip_and_unknown_field() -> None:
+    s = spec(score_settings={"resolution": 64})
+    assert SearchSpec.from_dict(s.to_dict()) == s
+    with pytest.raises(SpecError) as e:
+        SearchSpec.from_dict({"populaton": 3})
+    assert e.value.field == "populaton"
+
+
+def test_export_opens_as_an_optuna_study(tmp_path: Path) -> None:
+    store = SearchStore.open(tmp_path / "e.db")
+    Search(spec(iterations=200), store=store, search_id="e").run()
+    name = export_optuna(store, "e", tmp_path / "journal.log")
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(tmp_path / "journal.log"))))
+    assert len(study.trials) == 200
+    assert study.best_value == pytest.approx(max(r["score"] or -1 for r in store.trials("e")))

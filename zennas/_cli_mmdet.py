@@ -1,0 +1,142 @@
+"""``zennas export-onnx``, ``zennas export-mmdet`` and ``zennas train``: the MMDetection plug-in's commands.
+
+mmdet, mmengine, onnx (and torch) are imported inside the commands, so ``zennas --help`` stays fast.
+Bad input raises a :class:`zennas.errors.ZenNASError` subclass naming the field: exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from zennas.errors import SpecError
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="export-onnx")(export_onnx)
+    app.command(name="export-mmdet")(export_mmdet)
+    app.command(
+        name="train",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": False},
+    )(train)
+
+
+def _int_list(text: str | None, field: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise SpecError(f"{field.replace('_', '-')} must be comma-separated integers, got {text!r}", field=field) from None
+
+
+def _img_scale(text: str) -> tuple[int, int]:
+    parts = _int_list(text.lower().replace("x", ","), "img_scale") or []
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2:
+        raise SpecError(f"img-scale must be WIDTH,HEIGHT or one size, got {text!r}", field="img_scale")
+    return parts[0], parts[1]
+
+
+def export_onnx(
+    structure: Annotated[Path, typer.Argument(help="structure file: zennas JSON, TinyNAS list or ZenNAS string")],
+    out: Annotated[Path, typer.Option("--out", help="output file: .onnx, or .pt for TorchScript")],
+    resolution: Annotated[int | None, typer.Option(help="square input size (default 480)")] = None,
+    height: Annotated[int | None, typer.Option(help="input height (with --width) instead of --resolution")] = None,
+    width: Annotated[int | None, typer.Option(help="input width")] = None,
+    torchscript: Annotated[bool, typer.Option("--torchscript", help="write TorchScript (torch.jit.trace) instead of ONNX")] = False,
+    out_indices: Annotated[str | None, typer.Option(help="0-based stages to output, e.g. 1,2,3,4 (default: last three)")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="trained weights: a backbone state dict or a detector checkpoint")] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset")] = 17,
+) -> None:
+    """Export a backbone to ONNX (checked with onnx.checker) or TorchScript; outputs C3..C5 by default."""
+    from zennas.mmdet.export import export_onnx as to_onnx
+    from zennas.mmdet.export import export_torchscript
+
+    h = height or resolution or 480
+    w = width or resolution or h
+    idx = _int_list(out_indices, "out_indices")
+    if torchscript or out.suffix == ".pt":
+        r = export_torchscript(structure, out, height=h, width=w, out_indices=idx, checkpoint=checkpoint)
+    else:
+        r = to_onnx(structure, out, height=h, width=w, out_indices=idx, checkpoint=checkpoint, opset=opset)
+    outs = ", ".join(f"{n} {tuple(s)}" for n, s in zip(r.output_names, r.output_shapes, strict=True))
+    typer.echo(f"wrote {r.format} {r.path}: input image {tuple(r.input_shape)} -> {outs}")
+
+
+def export_mmdet(
+    structure: Annotated[Path, typer.Argument(help="structure file: zennas JSON, TinyNAS list or ZenNAS string")],
+    detector: Annotated[str, typer.Option(help="gfl | atss | retinanet | faster-rcnn")] = "gfl",
+    neck: Annotated[str, typer.Option(help="gfpn (GiraffeDet) | fpn")] = "gfpn",
+    gfpn_depth: Annotated[int, typer.Option(help="GFPN depth d (2d - 1 fusion layers)")] = 7,
+    gfpn_width: Annotated[float, typer.Option(help="GFPN width (fusion nodes are int(256 * width) wide)")] = 0.7,
+    num_classes: Annotated[int | None, typer.Option(help="number of classes (default: the class names' count)")] = None,
+    classes: Annotated[str | None, typer.Option(help="class names a,b,c (default: read from the train annotation file)")] = None,
+    data_root: Annotated[str, typer.Option(help="dataset root in COCO layout")] = "data/coco/",
+    train_ann: Annotated[str, typer.Option(help="train annotations, relative to --data-root")] = "annotations/instances_train2017.json",
+    train_img: Annotated[str, typer.Option(help="train image folder, relative to --data-root")] = "train2017/",
+    val_ann: Annotated[str, typer.Option(help="val annotations, relative to --data-root")] = "annotations/instances_val2017.json",
+    val_img: Annotated[str, typer.Option(help="val image folder, relative to --data-root")] = "val2017/",
+    max_epochs: Annotated[int | None, typer.Option(help="training epochs (default 12; from scratch wants more)")] = None,
+    img_scale: Annotated[str, typer.Option(help="Resize scale WIDTH,HEIGHT (or one size)")] = "1333,800",
+    batch_size: Annotated[int, typer.Option(help="images per GPU")] = 2,
+    num_workers: Annotated[int, typer.Option(help="dataloader workers per GPU")] = 2,
+    neck_channels: Annotated[int, typer.Option(help="neck output channels = head channels")] = 256,
+    lr: Annotated[float | None, typer.Option(help="SGD lr at a total batch of 16 (default: the base config's)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="write the config here (default: stdout)")] = None,
+) -> None:
+    """Write a complete MMDetection 3.x config for this backbone (trained from scratch)."""
+    from zennas.mmdet.configs import make_config
+
+    text = make_config(
+        structure, detector=detector, neck=neck, gfpn_depth=gfpn_depth, gfpn_width=gfpn_width,
+        num_classes=num_classes, classes=classes, data_root=data_root, train_ann=train_ann,
+        train_img=train_img, val_ann=val_ann, val_img=val_img, max_epochs=max_epochs,
+        img_scale=_img_scale(img_scale), batch_size=batch_size, num_workers=num_workers,
+        neck_channels=neck_channels, lr=lr,
+    )
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    typer.echo(f"wrote {out}; train with: zennas train {out}")
+
+
+def train(
+    ctx: typer.Context,
+    config: Annotated[Path, typer.Argument(help="MMDetection config (e.g. from zennas export-mmdet)")],
+    work_dir: Annotated[Path | None, typer.Option(help="where logs and checkpoints go (default work_dirs/<config name>)")] = None,
+    max_iters: Annotated[int | None, typer.Option(help="train N iterations instead of the config's epochs (val + checkpoint at the end)")] = None,
+    cfg_options: Annotated[list[str] | None, typer.Option("--cfg-options", help="override config entries: key=value (repeatable; more key=value may follow)")] = None,
+    test: Annotated[bool, typer.Option("--test", help="run the test loop after training and print its COCO metrics")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from the work dir's last checkpoint")] = False,
+    load_from: Annotated[Path | None, typer.Option(help="start from this checkpoint's weights")] = None,
+    amp: Annotated[bool, typer.Option("--amp", help="mixed precision (GPU)")] = False,
+) -> None:
+    """Train a detector config with mmengine's Runner on the GPU if there is one, else the CPU."""
+    from zennas.mmdet.train import train as run
+
+    options = list(cfg_options or [])
+    for extra in ctx.args:  # mmdet style: --cfg-options a=1 b=2
+        if "=" not in extra:
+            raise SpecError(f"unexpected argument {extra!r} (cfg-options entries are key=value)", field="cfg_options")
+        options.append(extra)
+    result = run(config, work_dir=work_dir, max_iters=max_iters, cfg_options=options, test=test,
+                 resume=resume, load_from=load_from, amp=amp)
+    typer.echo(f"work dir: {result.work_dir}")
+    if result.log_dir is not None:
+        typer.echo(f"logs: {result.log_dir} (losses in {result.log_dir / 'vis_data' / 'scalars.json'})")
+    if result.checkpoints:
+        typer.echo("checkpoints: " + ", ".join(str(p) for p in result.checkpoints))
+    else:
+        typer.echo("checkpoints: none written")
+    if result.last_checkpoint is not None:
+        typer.echo(f"last checkpoint: {result.last_checkpoint}")
+    if result.test_metrics is not None:
+        metrics = {k: (float(v) if isinstance(v, (int, float)) else str(v)) for k, v in result.test_metrics.items()}
+        typer.echo("test metrics: " + json.dumps(metrics))

@@ -1,0 +1,400 @@
+"""A self-contained HTML report of a finished search: the console's plots as static images.
+
+:func:`render_report` takes a search summary (``SearchResult.summary()``, ``search.json`` or a service
+job's ``result``) and, optionally, its trial history (``trials.jsonl`` rows or ``/trials`` pages), and
+returns one HTML document. Plots are drawn with matplotlib's Agg canvas (no display, no global pyplot
+state) and embedded as base64 PNG data URIs, so the file opens anywhere without network access.
+
+Plots: best score over iterations; the population's score distribution (from the history when
+given, else from the last progress event's population statistics when the summary carries them);
+the Pareto front (score vs FLOPs) for NSGA-II with the chosen point highlighted; a drawing of the
+chosen backbone (blocks with width, depth, kernel and stride, and where C3-C5 are taken).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import itertools
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+__all__ = ["load_search_dir", "render_report", "write_report"]
+
+_BLUE, _ORANGE, _GREY, _GREEN = "#1f5fa8", "#d9480f", "#8a8f98", "#2b8a3e"
+
+
+# -- small helpers -----------------------------------------------------------------------------
+def _esc(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _num(x: Any, digits: int = 4) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        if math.isnan(x):
+            return "–"
+        return f"{x:.{digits}g}" if abs(x) < 1e6 else f"{x:.4g}"
+    return str(x)
+
+
+def _giga(x: float | None) -> str:
+    return "–" if x is None else f"{x / 1e9:.3f} G"
+
+
+def _mega(x: float | None) -> str:
+    return "–" if x is None else f"{x / 1e6:.3f} M"
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _style(ax: Any) -> None:
+    ax.grid(True, color="#e3e6ea", linewidth=0.8)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _blocks(structure: Mapping[str, Any] | Sequence[Any]) -> list[dict[str, Any]]:
+    """Block dicts from a structure document, a list of block dicts, or compact history rows."""
+    raw = structure.get("blocks", []) if isinstance(structure, Mapping) else list(structure)
+    out = []
+    for b in raw:
+        if isinstance(b, Mapping):
+            out.append(dict(b))
+        else:  # [type, in, out, stride, kernel, layers, bottleneck]
+            keys = ("type", "in", "out", "stride", "kernel", "layers", "bottleneck")
+            out.append({k: v for k, v in zip(keys, b, strict=False) if v is not None})
+    return out
+
+
+def _stages(blocks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Stages as :func:`zennas.blocks.backbone.stages` defines them: a stage ends at the block before
+    each stride-2 block and at the last block (kept here without torch; a test pins the two)."""
+    ends = [i - 1 for i, b in enumerate(blocks) if b["stride"] == 2 and i > 0] + [len(blocks) - 1]
+    out, total, last = [], 1, -1
+    for n, end in enumerate(ends):
+        for b in blocks[last + 1:end + 1]:
+            total *= b["stride"]
+        out.append({"name": f"C{n + 1}", "start": last + 1, "end": end, "channels": blocks[end]["out"],
+                    "stride": total})
+        last = end
+    return out
+
+
+def _scored(trials: Iterable[Mapping[str, Any]]) -> list[tuple[int, float]]:
+    return [(int(t["number"]), float(t["score"])) for t in trials
+            if t.get("state") == "complete" and t.get("score") is not None and not math.isnan(float(t["score"]))]
+
+
+# -- the plots -----------------------------------------------------------------------------------
+def plot_best_curve(summary: Mapping[str, Any], trials: Sequence[Mapping[str, Any]] | None = None) -> str | None:
+    curve = [(int(a), float(b)) for a, b in summary.get("best_curve") or []]
+    if not curve:
+        return None
+    n = int((summary.get("counts") or {}).get("trials") or curve[-1][0])
+    fig = _figure(7.2, 3.4)
+    ax = fig.add_subplot()
+    _style(ax)
+    if trials:
+        pts = _scored(trials)
+        if pts:
+            ax.scatter([p[0] + 1 for p in pts], [p[1] for p in pts], s=3, color=_GREY, alpha=0.25, linewidths=0,
+                       label="evaluated candidates", rasterized=True)
+    xs = [c[0] for c in curve] + [max(n, curve[-1][0])]
+    ys = [c[1] for c in curve] + [curve[-1][1]]
+    ax.step(xs, ys, where="post", color=_BLUE, linewidth=2, label="best so far")
+    ax.plot([curve[-1][0]], [curve[-1][1]], "o", color=_ORANGE, label=f"best {curve[-1][1]:.4g}")
+    ax.set_xlabel("iteration (trial)")
+    ax.set_ylabel(f"score ({(summary.get('spec') or {}).get('score', 'score')})")
+    ax.set_title("Best score over iterations")
+    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    return _png(fig)
+
+
+def _final_population(trials: Sequence[Mapping[str, Any]], size: int) -> list[float]:
+    """The scores of the ``size`` best distinct structures seen: the evolution's final population
+    (its admission rule keeps the best distinct members), reconstructed from the history."""
+    best: dict[str, float] = {}
+    for t in trials:
+        if t.get("state") != "complete" or t.get("score") is None:
+            continue
+        key = json.dumps(t.get("structure"), sort_keys=True)
+        best[key] = max(best.get(key, -math.inf), float(t["score"]))
+    return sorted(best.values(), reverse=True)[:size]
+
+
+def plot_population(summary: Mapping[str, Any], trials: Sequence[Mapping[str, Any]] | None = None) -> str | None:
+    spec = summary.get("spec") or {}
+    size = int(spec.get("population") or 0) or 256
+    pts = _scored(trials) if trials else []
+    if pts:
+        n = max(p[0] for p in pts) + 1
+        windows = max(1, min(12, len(pts) // max(1, size)))
+        edges = [round(n * k / windows) for k in range(windows + 1)]
+        groups, labels = [], []
+        for lo, hi in itertools.pairwise(edges):
+            g = [s for num, s in pts if lo <= num < hi]
+            if g:
+                groups.append(g)
+                labels.append(f"{lo}–{hi - 1}" if windows <= 6 else f"{hi}")
+        final = _final_population(trials or [], size)
+        fig = _figure(7.2, 3.6)
+        ax, ax2 = fig.subplots(1, 2, width_ratios=[3, 1], sharey=True)
+        _style(ax)
+        _style(ax2)
+        ax.boxplot(groups, showmeans=True, showfliers=False, patch_artist=True,
+                   boxprops={"facecolor": "#dbe7f5", "edgecolor": _BLUE},
+                   medianprops={"color": _BLUE, "linewidth": 2},
+                   meanprops={"marker": "D", "markerfacecolor": _ORANGE, "markeredgecolor": _ORANGE, "markersize": 4})
+        ax.set_xticks(range(1, len(labels) + 1), labels)
+        ax.set_xlabel("iterations (window end)" if windows > 6 else "iterations")
+        ax.set_ylabel("score of evaluated candidates")
+        ax.tick_params(axis="x", labelsize=7, rotation=30 if windows > 6 else 0)
+        ax.set_title("Score distribution over the search")
+        ax2.boxplot([final], showmeans=True, patch_artist=True,
+                    boxprops={"facecolor": "#fde3d4", "edgecolor": _ORANGE},
+                    medianprops={"color": _ORANGE, "linewidth": 2},
+                    meanprops={"marker": "D", "markerfacecolor": _BLUE, "markeredgecolor": _BLUE, "markersize": 4})
+        ax2.set_xticks([1], [f"top {len(final)}"])
+        ax2.set_title("Final population" if spec.get("sampler", "evolution") == "evolution" else "Best distinct",
+                      fontsize=10)
+        return _png(fig)
+    pop = summary.get("population")
+    if isinstance(pop, Mapping) and pop.get("max") is not None:  # statistics of the last progress event
+        fig = _figure(7.2, 1.8)
+        ax = fig.add_subplot()
+        _style(ax)
+        ax.hlines(0, pop["min"], pop["max"], color=_BLUE, linewidth=2)
+        ax.plot([pop["min"], pop["max"]], [0, 0], "|", color=_BLUE, markersize=18)
+        ax.plot([pop["median"]], [0], "s", color=_BLUE, markersize=9, label=f"median {pop['median']:.4g}")
+        ax.plot([pop["mean"]], [0], "D", color=_ORANGE, markersize=7, label=f"mean {pop['mean']:.4g}")
+        ax.set_yticks([])
+        ax.set_xlabel("score")
+        ax.set_title(f"Population score distribution (size {pop.get('size', '?')}: min {pop['min']:.4g}, "
+                     f"max {pop['max']:.4g})", fontsize=10)
+        ax.legend(loc="upper left", fontsize=8, frameon=False, ncol=2)
+        return _png(fig)
+    return None
+
+
+def chosen_point(front: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The Pareto point the search returns (highest score), as the driver chooses it."""
+    return max(front, key=lambda p: p["score"]) if front else None
+
+
+def plot_pareto(summary: Mapping[str, Any], trials: Sequence[Mapping[str, Any]] | None = None) -> str | None:
+    spec = summary.get("spec") or {}
+    front = list(summary.get("pareto_front") or [])
+    if spec.get("sampler") != "nsga2" or not front:
+        return None
+    fig = _figure(7.2, 3.6)
+    ax = fig.add_subplot()
+    _style(ax)
+    if trials:
+        ok = [t for t in trials if t.get("state") == "complete" and t.get("score") is not None]
+        ax.scatter([t["flops"] / 1e9 for t in ok], [t["score"] for t in ok], s=4, color=_GREY, alpha=0.3,
+                   linewidths=0, label="evaluated candidates", rasterized=True)
+    pts = sorted(front, key=lambda p: p["flops"])
+    ax.step([p["flops"] / 1e9 for p in pts], [p["score"] for p in pts], where="post", color=_BLUE, alpha=0.5)
+    ax.scatter([p["flops"] / 1e9 for p in pts], [p["score"] for p in pts], s=22, color=_BLUE, zorder=3,
+               label=f"Pareto front ({len(pts)})")
+    c = chosen_point(front)
+    assert c is not None
+    ax.scatter([c["flops"] / 1e9], [c["score"]], s=120, facecolors="none", edgecolors=_ORANGE, linewidths=2.5,
+               zorder=4, label=f"chosen: #{c['number']} ({c['score']:.4g}, {c['flops'] / 1e9:.2f} G)")
+    budget = (spec.get("budgets") or {}).get("flops")
+    if budget:
+        ax.axvline(budget / 1e9, color=_GREEN, linestyle="--", linewidth=1, label=f"FLOPs budget {budget / 1e9:.3g} G")
+    ax.set_xlabel("FLOPs (G, MACs + BN/act ops)")
+    ax.set_ylabel("score")
+    ax.set_title("Pareto front: score vs FLOPs (NSGA-II)")
+    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    return _png(fig)
+
+
+def plot_backbone(structure: Mapping[str, Any] | Sequence[Any], height: int = 480, width: int | None = None) -> str:
+    """Blocks top to bottom: bar length ~ output channels (log), bar thickness ~ depth (layers), kernel
+    and stride written beside; stages bracketed on the right, with the outputs the detection neck
+    takes (C3-C5) in orange."""
+    from matplotlib.patches import FancyBboxPatch
+
+    blocks = _blocks(structure)
+    stages = _stages(blocks)
+    taken = {s["name"] for s in stages[-3:]}
+    width = width or height
+    rows = [0.62 + 0.1 * min(int(b.get("layers", 1)), 10) for b in blocks]
+    gap = 0.22
+    total = sum(rows) + gap * (len(blocks) - 1)
+    fig = _figure(7.2, max(2.4, 0.42 * total + 0.9))
+    ax = fig.add_subplot()
+    ax.set_xlim(0, 12)
+    ax.set_ylim(total + 0.1, -0.1)
+    ax.axis("off")
+    maxc = max(math.log2(max(b["out"], 2)) for b in blocks)
+    tops, y = [], 0.0
+    for h in rows:
+        tops.append(y)
+        y += h + gap
+    stage_of = {i: s for s in stages for i in range(s["start"], s["end"] + 1)}
+    for i, (b, h) in enumerate(zip(blocks, rows, strict=True)):
+        y = tops[i]
+        s = stage_of[i]
+        out_taken = s["name"] in taken and i == s["end"]
+        kind = b["type"].replace("SuperRes", "").replace("BNRELU", "")
+        ax.text(0.05, y + h * 0.36, f"{i}  {kind}", va="center", fontsize=8.5, fontweight="bold")
+        detail = f"k{b['kernel']} · s{b['stride']} · ×{b.get('layers', 1)}"
+        if b.get("bottleneck"):
+            detail += f" · btn {b['bottleneck']}"
+        ax.text(0.05, y + h * 0.74, detail, va="center", fontsize=7.5, color="#3b4250")
+        length = 0.5 + 3.6 * math.log2(max(b["out"], 2)) / maxc
+        ax.add_patch(FancyBboxPatch((3.4, y), length, h, boxstyle="round,pad=0,rounding_size=0.06",
+                                    facecolor="#fde3d4" if s["name"] in taken else "#dbe7f5",
+                                    edgecolor=_ORANGE if out_taken else _BLUE, linewidth=2.2 if out_taken else 1.1))
+        ax.text(3.4 + length + 0.12, y + h / 2, f"{b['in']}→{b['out']} ch", va="center", fontsize=7.5)
+    for s in stages:
+        y0, y1 = tops[s["start"]], tops[s["end"]] + rows[s["end"]]
+        hot = s["name"] in taken
+        color = _ORANGE if hot else "#59616d"
+        ax.plot([8.85, 8.95, 8.95, 8.85], [y0 + 0.05, y0 + 0.05, y1 - 0.05, y1 - 0.05], color=color, linewidth=1.2)
+        mid = tops[s["end"]] + rows[s["end"]] / 2
+        ax.text(9.1, mid, f"{s['name']}  /{s['stride']} · {s['channels']} ch\n"
+                          f"{height // s['stride']}×{width // s['stride']}" + ("  → neck" if hot else ""),
+                va="center", fontsize=8, color=color, fontweight="bold" if hot else None)
+    ax.set_title("Chosen backbone (bar length ~ channels, thickness ~ depth; orange: the C3–C5 outputs the neck takes)",
+                 fontsize=9)
+    return _png(fig)
+
+
+# -- the document ------------------------------------------------------------------------------
+_CSS = """
+:root{color-scheme:light;font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2126}
+body{margin:0 auto;max-width:60rem;padding:1.5rem;line-height:1.45}
+h1{font-size:1.6rem;margin:.2rem 0 1rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #dde1e6}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.92rem}th,td{padding:.25rem .7rem;text-align:left;
+border-bottom:1px solid #eceff2;vertical-align:top}th{font-weight:600;background:#f5f7f9}
+td.n{text-align:right;font-variant-numeric:tabular-nums}
+figure{margin:1rem 0}figure img{max-width:100%;height:auto;border:1px solid #eceff2}
+figcaption{font-size:.9rem;color:#4a5360}.muted{color:#5b6470}code{font-size:.88em}
+.kv{display:grid;grid-template-columns:max-content 1fr;gap:.15rem 1rem}
+@media (max-width:600px){body{padding:.8rem}table{font-size:.8rem}}
+"""
+
+
+def _kv(rows: Iterable[tuple[str, Any]]) -> str:
+    return "<table><tbody>" + "".join(f"<tr><th scope='row'>{_esc(k)}</th><td>{_esc(v)}</td></tr>"
+                                      for k, v in rows) + "</tbody></table>"
+
+
+def render_report(summary: dict[str, Any], trials: list[dict[str, Any]] | None = None, *,
+                  title: str | None = None) -> str:
+    """One self-contained HTML document (plots as embedded PNGs) for a search summary."""
+    spec = summary.get("spec") or {}
+    best = summary.get("best") or {}
+    counts = summary.get("counts") or {}
+    costs = best.get("costs") or {}
+    budgets = spec.get("budgets") or {}
+    structure = best.get("structure") or {"blocks": []}
+    h, w = int(spec.get("height") or 480), int(spec.get("width") or spec.get("height") or 480)
+    name = title or f"zennas search {summary.get('search_id', '')}".strip()
+
+    figures: list[tuple[str, str | None, str]] = [
+        ("Best score over iterations", plot_best_curve(summary, trials),
+         "The best score found so far after each trial" + (" (grey: every evaluated candidate)." if trials else ".")),
+        ("Population score distribution", plot_population(summary, trials),
+         "Scores of the evaluated candidates per window of iterations, and the final population (the best "
+         "distinct structures), reconstructed from the trial history." if trials else
+         "Score statistics of the population at the last progress report."),
+        ("Pareto front", plot_pareto(summary, trials),
+         "NSGA-II's non-dominated candidates (maximize score, minimize FLOPs); the ringed point is the one chosen "
+         "(the highest score on the front)."),
+        ("Chosen backbone", plot_backbone(structure, h, w) if _blocks(structure) else None,
+         "One bar per block, top (input) to bottom; the stage outputs C1..Cn on the right, with the feature maps "
+         "the detection neck takes (C3–C5) in orange."),
+    ]
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+             f"<title>{_esc(name)}</title><style>{_CSS}</style></head><body><main>",
+             f"<h1>{_esc(name)}</h1>",
+             f"<p class='muted'>Report written {_esc(_dt.datetime.now(_dt.UTC).strftime('%Y-%m-%d %H:%M UTC'))} "
+             f"by zennas {_esc((summary.get('provenance') or {}).get('zennas', ''))}.</p>",
+             "<h2>Result</h2>",
+             _kv([("best score", f"{_num(best.get('score'))} ({spec.get('score', '?')})"),
+                  ("FLOPs", f"{_giga(costs.get('flops'))} at {h}×{w} ({costs.get('flops_unit', 'MACs + BN/act ops')})"),
+                  ("parameters", _mega(costs.get("params"))), ("layers", costs.get("layers", "–")),
+                  ("trials", counts.get("trials", "–")), ("evaluated", counts.get("evaluated", "–")),
+                  ("rejected (over budget)", counts.get("rejected", "–")), ("failed", counts.get("failed", "–")),
+                  ("seconds", _num(summary.get("seconds"), 3))]),
+             "<h2>Search</h2>",
+             _kv([("space", spec.get("space", "–")), ("sampler", spec.get("sampler", "–")),
+                  ("objectives", ", ".join(spec.get("objectives") or []) if spec.get("sampler") == "nsga2" else "–"),
+                  ("population", spec.get("population", "–")), ("iterations", spec.get("iterations", "–")),
+                  ("seed", spec.get("seed", "–")),
+                  ("budgets", ", ".join(f"{k} {_num(v)}" for k, v in budgets.items() if v is not None) or "space defaults")]),
+             "<h2>Plots</h2>"]
+    for heading, uri, caption in figures:
+        if uri is None:
+            continue
+        parts.append(f"<figure><img src=\"{uri}\" alt=\"{_esc(heading)}\"><figcaption><strong>{_esc(heading)}."
+                     f"</strong> {_esc(caption)}</figcaption></figure>")
+    blocks = _blocks(structure)
+    if blocks:
+        stage_end = {s["end"]: s["name"] for s in _stages(blocks)}
+        parts.append("<h2>Structure</h2><table><thead><tr><th scope='col'>#</th><th scope='col'>type</th>"
+                     "<th scope='col'>in</th><th scope='col'>out</th><th scope='col'>stride</th>"
+                     "<th scope='col'>kernel</th><th scope='col'>layers</th><th scope='col'>bottleneck</th>"
+                     "<th scope='col'>stage output</th></tr></thead><tbody>")
+        for i, b in enumerate(blocks):
+            parts.append(f"<tr><td class='n'>{i}</td><td><code>{_esc(b['type'])}</code></td>"
+                         + "".join(f"<td class='n'>{_esc(b.get(k, '–'))}</td>"
+                                   for k in ("in", "out", "stride", "kernel", "layers", "bottleneck"))
+                         + f"<td>{_esc(stage_end.get(i, ''))}</td></tr>")
+        parts.append("</tbody></table>")
+    parts.append("<h2>Summary (JSON)</h2><details><summary>search summary</summary><pre>"
+                 + _esc(json.dumps({k: v for k, v in summary.items() if k != "best_curve"}, indent=2, default=str))
+                 + "</pre></details>")
+    parts.append("</main></body></html>\n")
+    return "\n".join(parts)
+
+
+def load_search_dir(path: Any) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    """``search.json`` and (when present) ``trials.jsonl`` of a ``zennas search --out DIR`` directory."""
+    from pathlib import Path
+
+    d = Path(path)
+    summary = json.loads((d / "search.json").read_text())
+    tp = d / "trials.jsonl"
+    trials = None
+    if tp.exists():
+        with tp.open() as f:
+            trials = [json.loads(line) for line in f if line.strip()]
+    return summary, trials
+
+
+def write_report(out: Any, summary: dict[str, Any], trials: list[dict[str, Any]] | None = None,
+                 **kwargs: Any) -> Any:
+    from pathlib import Path
+
+    p = Path(out)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(render_report(summary, trials, **kwargs), encoding="utf-8")
+    return p
+

@@ -1,0 +1,172 @@
+"""``entropy``: MAE-DET's forward-pass multi-scale differential entropy (arXiv 2111.13336).
+
+The backbone is run at Gaussian init with BN and ReLU skipped and residuals ignored: only the
+main-path convolutions, in order. Weights are N(0, 1) (init_std), the input N(0, 1). Each conv's
+output is divided by its own std and the log of that std is accumulated; for a Gaussian feature the
+differential entropy is log std plus a constant, so the accumulated log-std up to the end of a stage
+is the stage's entropy (the paper's Eq. 5 up to constants). Stage i scores
+``S_i = accumulated log std + log(C_i)`` and the total is ``sum_i w_i * S_i`` with detection weights
+[0, 0, 1, 1, 6]: the deepest (C5) features carry the most weight, as in the paper.
+
+The reference settings (480x480, batch 32, repeat 4) cost ~60-90 s per backbone on one thread.
+The score is a log-std ratio: the zero padding at the feature-map sizes matters more than sample
+count, so the default runs one image at 224x224 (one repeat, channels_last, inference mode), with
+the model built on the meta device and its main-path weights taken as views of a cached per-seed
+Gaussian stream. That stays within 0.2 % of the reference settings on the fixtures at ~500-600x
+their speed (BENCHMARKS.md); 320 and 480 are more accurate and slower; ``reference=True`` restores
+the reference settings.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from zennas.blocks import build_backbone
+from zennas.cost import check_size
+from zennas.errors import SpecError
+from zennas.score._torch import torch_threads
+from zennas.score.base import DETECTION_WEIGHTS, ScoreResult, check_counts, check_weights, register_score, weigh
+from zennas.space.structure import Structure
+
+_CHUNK = 1 << 24  # floats per chunk of a seed's Gaussian stream (64 MiB)
+_STREAMS: dict[int, list[torch.Tensor]] = {}
+
+
+def _chunk(seed: int, i: int) -> torch.Tensor:
+    chunks = _STREAMS.setdefault(seed, [])
+    if len(_STREAMS) > 2:  # keep the streams of the two most recent seeds
+        for old in [k for k in _STREAMS if k != seed][: len(_STREAMS) - 2]:
+            del _STREAMS[old]
+    while len(chunks) <= i:  # chunk j depends only on (seed, j): deterministic whatever is asked first
+        g = torch.Generator().manual_seed((seed << 20) ^ len(chunks))
+        chunks.append(torch.randn(_CHUNK, generator=g))
+    return chunks[i]
+
+
+def gaussian_views(seed: int, repeat: int, sizes: list[int]) -> list[torch.Tensor]:
+    """Independent N(0, 1) tensors of the given sizes, as views into a cached per-seed stream.
+
+    Drawing ~20M Gaussians for every candidate cost more than its forward pass; a stream generated
+    once per process and seed, sliced without copying, costs nothing per candidate. Repeat ``r`` uses
+    a different part of the stream; within a repeat no two weights overlap. (Different candidates
+    share the stream: common random numbers, which only reduces noise when comparing them.)
+    """
+    total = sum(min(n, _CHUNK) for n in sizes)
+    pos = repeat * total
+    out: list[torch.Tensor] = []
+    for n in sizes:
+        if n > _CHUNK:  # a single weight larger than a chunk: draw it on its own
+            g = torch.Generator().manual_seed((seed << 20) ^ (1 << 19) ^ repeat ^ (n << 4))
+            out.append(torch.randn(n, generator=g))
+            continue
+        i, off = divmod(pos, _CHUNK)
+        if off + n > _CHUNK:  # never straddle chunks
+            i, off = i + 1, 0
+        out.append(_chunk(seed, i)[off : off + n])
+        pos = i * _CHUNK + off + n
+    return out
+
+
+REFERENCE_SETTINGS: dict[str, Any] = {"height": 480, "width": 480, "batch": 32, "repeat": 4}
+FAST_SETTINGS: dict[str, Any] = {"height": 224, "width": 224, "batch": 1, "repeat": 1}
+
+
+@dataclass(frozen=True)
+class Entropy:
+    height: int = FAST_SETTINGS["height"]  # forward-pass input height (its own setting, not the budget's)
+    width: int = FAST_SETTINGS["width"]
+    batch: int = FAST_SETTINGS["batch"]
+    repeat: int = FAST_SETTINGS["repeat"]  # independent inits averaged
+    seed: int = 0
+    init_std: float = 1.0
+    stage_weights: tuple[float, ...] = DETECTION_WEIGHTS
+    channels_last: bool = True
+    threads: int | None = None  # torch intra-op threads; None leaves the process setting
+    name: str = "entropy"
+    forward_pass: bool = True
+
+    def __post_init__(self) -> None:
+        check_size(self.height, self.width)
+        check_counts(self, "batch", "repeat")
+        if not self.init_std > 0:
+            raise SpecError(f"init_std must be > 0, got {self.init_std}", field="init_std")
+        object.__setattr__(self, "stage_weights", check_weights(self.stage_weights))
+
+    def settings(self) -> dict[str, Any]:
+        return {"height": self.height, "width": self.width, "batch": self.batch, "repeat": self.repeat,
+                "seed": self.seed, "init_std": self.init_std, "stage_weights": list(self.stage_weights),
+                "channels_last": self.channels_last, "bn": "skipped", "relu": "skipped",
+                "residual": "ignored"}
+
+    def __call__(self, structure: Structure) -> ScoreResult:
+        t0 = time.perf_counter()
+        with torch_threads(self.threads), torch.inference_mode():
+            with torch.device("meta"):  # no allocation, no default init: only main-path weights get values
+                model = build_backbone(structure)
+            # The main path, block by block: [(ops of unit 0, ops of unit 1, ...), ...]
+            blocks = [[u.main_ops() for u in blk.units] for blk in model.block_modules()]  # type: ignore[operator]
+            stage_ends = {s.end_block: s.channels for s in model.stages}
+            convs = [op for blk in blocks for unit in blk for op in unit if isinstance(op, nn.Conv2d)]
+            gen = torch.Generator().manual_seed(self.seed)
+            fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+            per_repeat: list[float] = []
+            stage_sum = [0.0] * len(model.stages)
+            sizes = [c.weight.numel() for c in convs]
+            for r in range(self.repeat):
+                # N(0, init_std) weights, fresh for every repeat: views into this seed's Gaussian stream
+                for c, w in zip(convs, gaussian_views(self.seed, r, sizes), strict=True):
+                    w = w.view(c.weight.shape)
+                    c.weight = nn.Parameter(w if self.init_std == 1.0 else w * self.init_std, requires_grad=False)
+                x = torch.randn(self.batch, structure.in_channels, self.height, self.width, generator=gen)
+                x = x.contiguous(memory_format=fmt)
+                acc = 0.0
+                values: list[float] = []
+                for bi, blk in enumerate(blocks):
+                    for unit in blk:
+                        for op in unit:
+                            x = op(x)  # type: ignore[operator]
+                            if isinstance(op, nn.Conv2d):
+                                std = x.std()
+                                x.div_(std)  # each conv output normalized by its own std
+                                acc += math.log(float(std))
+                    if bi in stage_ends:
+                        values.append(acc + math.log(stage_ends[bi]))
+                weighted = weigh(values, self.stage_weights, len(values))
+                per_repeat.append(math.fsum(weighted))
+                stage_sum = [a + v for a, v in zip(stage_sum, values, strict=True)]
+        vals = tuple(v / self.repeat for v in stage_sum)
+        return ScoreResult(
+            self.name,
+            math.fsum(per_repeat) / self.repeat,
+            vals,
+            weigh(vals, self.stage_weights, len(vals)),
+            tuple(per_repeat),
+            (self.height, self.width),
+            self.settings(),
+            time.perf_counter() - t0,
+        )
+
+
+def _first(*values: Any) -> Any:
+    """The first value given (not None); 0 is a value, and is then rejected by validation."""
+    return next(v for v in values if v is not None)
+
+
+@register_score("entropy")
+def _make(*, resolution: int | None = None, height: int | None = None, width: int | None = None,
+          batch: int | None = None, repeat: int | None = None, seed: int = 0, init_std: float = 1.0,
+          stage_weights: Sequence[float] = DETECTION_WEIGHTS, reference: bool = False,
+          channels_last: bool = True, threads: int | None = None) -> Entropy:
+    base = REFERENCE_SETTINGS if reference else FAST_SETTINGS
+    h = _first(height, resolution, base["height"])
+    w = _first(width, resolution, base["width"])
+    return Entropy(height=h, width=w, batch=_first(batch, base["batch"]), repeat=_first(repeat, base["repeat"]),
+                   seed=seed, init_std=init_std, stage_weights=tuple(stage_weights),
+                   channels_last=channels_last, threads=threads)

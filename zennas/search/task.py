@@ -1,0 +1,99 @@
+"""One evaluation task as plain data, and the function that runs it.
+
+Ray actors (``zennas_workers``) and the in-process backend both call :meth:`TaskRunner.run`, so the
+two paths give identical results. Tasks and records are plain dicts: no ``nn.Module`` or Optuna
+object ever crosses a process boundary.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+from zennas.space.structure import Structure
+
+
+class TaskRunner:
+    """Holds what is worth keeping between tasks: configured scorers and reusable input tensors."""
+
+    def __init__(self, *, threads: int | None = None) -> None:
+        self.threads = threads
+        self._scorers: dict[str, Any] = {}
+        self._inputs: dict[tuple[int, ...], Any] = {}
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+
+    def _scorer(self, name: str, settings: dict[str, Any]) -> Any:
+        import json
+
+        from zennas.score import make_scorer
+
+        key = name + json.dumps(settings, sort_keys=True)
+        if key not in self._scorers:
+            self._scorers[key] = make_scorer(name, **settings)
+        return self._scorers[key]
+
+    def latency_ms(self, s: Structure, lat: dict[str, Any], height: int, width: int) -> float:
+        import torch
+
+        from zennas.blocks import build_backbone
+
+        shape = (int(lat.get("batch", 1)), s.in_channels, height, width)
+        x = self._inputs.get(shape)
+        if x is None:
+            x = self._inputs[shape] = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+        model = build_backbone(s).eval()
+        times: list[float] = []
+        from zennas.score._torch import torch_threads
+
+        with torch_threads(int(lat.get("threads", 1))), torch.inference_mode():
+            for i in range(int(lat.get("warmup", 2)) + int(lat.get("runs", 10))):
+                t0 = time.perf_counter()
+                model(x)
+                if i >= int(lat.get("warmup", 2)):
+                    times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
+
+    def run(self, task: dict[str, Any]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        rec: dict[str, Any] = {"number": task["number"], "state": "complete", "reason": None, "score": None,
+                               "latency_ms": None}
+        try:
+            s = Structure.from_dict({"blocks": task["structure"]})
+            lat = task.get("latency")
+            if lat is not None:
+                rec["latency_ms"] = self.latency_ms(s, lat, task["height"], task["width"])
+                budget = task.get("latency_budget_ms")
+                if budget is not None and rec["latency_ms"] > budget:
+                    rec["state"], rec["reason"] = "rejected", "latency_ms"
+            if rec["state"] == "complete" and task.get("score"):
+                r = self._scorer(task["score"], dict(task.get("score_settings") or {}))(s)
+                rec["score"] = r.score
+        except Exception as e:  # a failed evaluation is recorded, never fatal to the search
+            rec["state"], rec["reason"] = "failed", f"{type(e).__name__}: {e}"[:200]
+        rec["seconds"] = time.perf_counter() - t0
+        return rec
+
+
+class LocalBackend:
+    """Evaluates tasks in this process, in order. The reference for the Ray backend's results."""
+
+    name = "local"
+
+    def __init__(self, *, threads: int | None = 1) -> None:
+        # threads=1 matches the Ray actors bit for bit (conv results depend on torch's thread count)
+        self.runner = TaskRunner(threads=threads)
+
+    def evaluate(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for t in tasks:
+            rec = self.runner.run(t)
+            rec["worker"], rec["attempts"] = "driver", 1
+            out.append(rec)
+        return out
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,52 @@
+"""Structures (one candidate backbone) and search spaces, as validated frozen data."""
+
+from zennas.space.formats import (
+    dump_structure,
+    dumps_tinynas,
+    from_tinynas,
+    from_zennas,
+    load_structure,
+    parse_structure,
+    to_tinynas,
+)
+from zennas.space.structure import FORMAT_VERSION, Block, Structure
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Block",
+    "Structure",
+    "dump_structure",
+    "dumps_tinynas",
+    "from_tinynas",
+    "from_zennas",
+    "load_structure",
+    "parse_structure",
+    "to_tinynas",
+]
+
+from zennas.space.mutation import Mutator, smart_round
+from zennas.space.space import (
+    BlockTypes,
+    Budgets,
+    MutationRules,
+    SearchSpace,
+    check_structure_in_space,
+    get_space,
+    load_space_file,
+    space_from_dict,
+    space_names,
+)
+
+__all__ += [
+    "BlockTypes",
+    "Budgets",
+    "MutationRules",
+    "Mutator",
+    "SearchSpace",
+    "check_structure_in_space",
+    "get_space",
+    "load_space_file",
+    "smart_round",
+    "space_from_dict",
+    "space_names",
+]

@@ -1,0 +1,219 @@
+"""The search space's mutation rules: how a candidate is derived from a parent.
+
+MAE-DET / TinyNAS evolution, as ``search_spaces/*.yaml`` parameterize it. A candidate is the parent
+after ``rounds`` rounds; each round picks one block and changes one field of it:
+
+- stem (``stem_fields``): out -> min(stem_max_out, round(out * m)), then <= the next block's out;
+- other blocks (``block_fields``): ``out`` (clamped to [in, 4*in], <= next.out, and raised to
+  round(next.out / 4)), ``kernel`` (a different choice), ``bottleneck`` (<= out) or ``layers``
+  (+delta, >= 1, block 1 at most ``first_block_max_layers``, the others at most
+  budget_layers // convs_per_unit // (n_blocks - 2)); after any change a bottleneck below
+  out / 10 becomes round(out / 10).
+
+After the change each block's ``in`` is re-chained to the previous ``out`` and any kernel with
+k * 1.5 > its input feature-map size shrinks by 2. A round whose result breaks the layer budget is
+retried with another block (up to n_blocks tries). Channels round to the nearest multiple of 8
+(at least 8) and never exceed ``max_channels``.
+
+Unlike the reference, which draws the block with an exclusive upper bound and so never mutates the
+last block, ``pick: any`` draws every block (``pick: reference`` keeps the quirk for comparison).
+A mutation touches one or two blocks; everything else is shared with the parent, so costs and
+scores are re-evaluated incrementally from per-block caches.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from zennas.space.kinds import BLOCK_KINDS
+from zennas.space.space import SearchSpace
+from zennas.space.structure import Block, Structure
+
+T = TypeVar("T")
+
+
+def smart_round(x: float, base: int = 8) -> int:
+    """Nearest multiple of ``base`` (Python's round, ties to even, as the reference), at least ``base``."""
+    return max(base, round(x / base) * base)
+
+
+_CONVS_PER_UNIT = {name: k.convs_per_unit for name, k in BLOCK_KINDS.items()}
+
+
+def _layers(b: Block) -> int:
+    return _CONVS_PER_UNIT[b.type] * b.layers
+
+
+def _pick(rng: random.Random, seq: Sequence[T]) -> T:
+    """Uniform choice with one ``random()`` draw (``Random.choice`` costs several calls)."""
+    return seq[int(rng.random() * len(seq))]
+
+
+def trusted_structure(blocks: tuple[Block, ...]) -> Structure:
+    """A structure whose validity the caller guarantees (a mutation of a valid one): no re-check."""
+    s = object.__new__(Structure)
+    object.__setattr__(s, "blocks", blocks)
+    object.__setattr__(s, "_hash", hash(blocks))
+    return s
+
+
+@dataclass(frozen=True)
+class _Plan:
+    n: int
+    res_in: tuple[float, ...]  # each block's input feature-map size (min of H, W)
+    shrink_needed: bool
+
+
+class Mutator:
+    """Mutates structures of one space under one layer budget and input size. Stateless per call:
+    all randomness comes from the ``rng`` passed in, so a candidate is a function of (parent, rng)."""
+
+    def __init__(self, space: SearchSpace, *, budget_layers: int | None = None, height: int | None = None,
+                 width: int | None = None) -> None:
+        self.space = space
+        self.rules = space.mutation
+        self.budget_layers = budget_layers
+        h = height or space.budgets.height
+        w = width or space.budgets.width
+        res = float(min(h, w))
+        res_in: list[float] = []
+        for b in space.start.blocks:
+            res_in.append(res)
+            res /= b.stride
+        max_k = max(self.rules.kernels + tuple(b.kernel for b in space.start.blocks))
+        self._plan = _Plan(len(space.start.blocks), tuple(res_in),
+                           any(max_k * self.rules.kernel_shrink_ratio > r for r in res_in))
+        n = self._plan.n
+        self._layer_cap: dict[str, int | None] = {}
+        for name, kind in BLOCK_KINDS.items():
+            cap = None
+            if budget_layers is not None and n > 2:
+                cap = max(1, budget_layers // kind.convs_per_unit // (n - 2))
+            self._layer_cap[name] = cap
+        # the fields a mutation may change, per block type
+        self._fields: dict[str, tuple[str, ...]] = {}
+        for name, kind in BLOCK_KINDS.items():
+            f = self.rules.block_fields
+            if not kind.has_bottleneck:
+                f = tuple(x for x in f if x != "bottleneck")
+            if kind.max_layers == 1:
+                f = tuple(x for x in f if x != "layers")
+            self._fields[name] = f
+        self._kernel_choices: dict[int, tuple[int, ...]] = {}
+        self._fine_fields = {name: tuple(x for x in f if x in ("out", "bottleneck")) or f
+                             for name, f in self._fields.items()}
+        self._stems = frozenset(name for name, kind in BLOCK_KINDS.items() if kind.stem)
+        self._max_layers = {name: kind.max_layers for name, kind in BLOCK_KINDS.items()}
+
+    # -- one field of one block ---------------------------------------------------------------
+    def _channels(self, c: int, rng: random.Random) -> int:
+        r = self.rules
+        return min(r.max_channels, smart_round(c * _pick(rng, r.channel_multipliers), r.channel_round))
+
+    def mutate_block(self, blocks: tuple[Block, ...], idx: int, rng: random.Random, *,
+                     fine: bool = False) -> Block | None:
+        r = self.rules
+        b = blocks[idx]
+        n = len(blocks)
+        nxt = blocks[idx + 1] if idx + 1 < n else None
+        if idx == 0 and b.type in self._stems:
+            if nxt is None:
+                return None  # the last block of the list is never a stem mutation
+            what = _pick(rng, r.stem_fields)
+            if what == "out":
+                out = self._channels(b.out_channels, rng)
+                if r.stem_max_out is not None:
+                    out = min(r.stem_max_out, out)
+                if r.out_max_next:
+                    out = min(out, nxt.out_channels)
+                return Block(b.type, b.in_channels, out, b.stride, b.kernel, b.layers, b.bottleneck)
+            return Block(b.type, b.in_channels, b.out_channels, b.stride, self._kernel(b.kernel, rng),
+                         b.layers, b.bottleneck)
+
+        what = _pick(rng, self._fine_fields[b.type] if fine else self._fields[b.type])
+        out, k, layers, btn = b.out_channels, b.kernel, b.layers, b.bottleneck
+        if what == "out":
+            out = self._channels(out, rng)
+            cin = b.in_channels
+            if r.out_max_in_ratio is not None:
+                out = min(out, int(r.out_max_in_ratio * cin))
+            if r.out_min_in_ratio is not None:
+                out = max(out, math.ceil(r.out_min_in_ratio * cin))
+            if nxt is not None:
+                if r.out_max_next:
+                    out = min(out, nxt.out_channels)
+                if r.next_out_divisor is not None:
+                    floor = smart_round(nxt.out_channels / r.next_out_divisor, r.channel_round)
+                    if out < floor:
+                        out = floor
+        elif what == "kernel":
+            k = self._kernel(k, rng)
+        elif what == "bottleneck" and btn is not None:
+            btn = min(int(out * r.btn_max_out_ratio), self._channels(btn, rng))
+        elif what == "layers":
+            choices = [v for v in (max(1, layers + d) for d in r.layer_deltas) if v != layers]
+            new = _pick(rng, choices) if choices else layers
+            if idx == 1 and r.first_block_max_layers is not None:
+                new = min(r.first_block_max_layers, new)
+            else:
+                cap = self._layer_cap[b.type]
+                if cap is not None:
+                    new = min(cap, new)
+            kmax = self._max_layers[b.type]
+            if kmax is not None:
+                new = min(kmax, new)
+            layers = new
+        if btn is not None and r.btn_min_divisor is not None and btn < out / r.btn_min_divisor:
+            btn = smart_round(out / r.btn_min_divisor, r.channel_round)
+        return Block(b.type, b.in_channels, out, b.stride, k, layers, btn)
+
+    def _kernel(self, k: int, rng: random.Random) -> int:
+        choices = self._kernel_choices.get(k)
+        if choices is None:
+            choices = self._kernel_choices[k] = tuple(c for c in self.rules.kernels if c != k)
+        return _pick(rng, choices) if choices else k
+
+    # -- a whole candidate ----------------------------------------------------------------------
+    def _shrink(self, b: Block, idx: int) -> Block:
+        k = b.kernel
+        res = self._plan.res_in[idx]
+        while k > 1 and k * self.rules.kernel_shrink_ratio > res:
+            k -= 2
+        if k == b.kernel:
+            return b
+        return Block(b.type, b.in_channels, b.out_channels, b.stride, k, b.layers, b.bottleneck)
+
+    def mutate(self, parent: Structure, rng: random.Random, *, fine: bool = False) -> Structure:
+        """A child of ``parent``. ``fine`` (coarse-to-fine's second phase, TinyNAS's "minor mutation")
+        changes only channel widths (out, bottleneck), keeping depths and kernels."""
+        blocks = parent.blocks
+        n = len(blocks)
+        last_pick = n - 1 if self.rules.pick == "reference" else n
+        cpu = _CONVS_PER_UNIT
+        layers = sum([cpu[b.type] * b.layers for b in blocks])
+        for _ in range(self.rules.rounds):
+            candidate = blocks
+            cand_layers = layers
+            for _try in range(n):
+                idx = int(rng.random() * last_pick)
+                new = self.mutate_block(blocks, idx, rng, fine=fine)
+                if new is None:
+                    continue
+                nb = blocks[idx + 1] if idx + 1 < n else None
+                if nb is not None and nb.in_channels != new.out_channels:  # re-chain the next block's in
+                    nb = Block(nb.type, new.out_channels, nb.out_channels, nb.stride, nb.kernel, nb.layers,
+                               nb.bottleneck)
+                    candidate = (*blocks[:idx], new, nb, *blocks[idx + 2:])
+                else:
+                    candidate = (*blocks[:idx], new, *blocks[idx + 1:])
+                if self._plan.shrink_needed:
+                    candidate = tuple(self._shrink(b, i) for i, b in enumerate(candidate))
+                cand_layers = layers - _layers(blocks[idx]) + _layers(new)
+                if self.budget_layers is None or cand_layers <= self.budget_layers:
+                    break
+            blocks, layers = candidate, cand_layers
+        return trusted_structure(blocks)

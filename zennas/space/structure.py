@@ -1,0 +1,240 @@
+"""A candidate backbone as plain data: an ordered tuple of blocks.
+
+JSON document (format version 1)::
+
+    {"format": "zennas.structure", "version": 1,
+     "blocks": [{"type": "ConvKXBNRELU", "in": 3, "out": 32, "stride": 2, "kernel": 3, "layers": 1},
+                {"type": "SuperResK1KXK1", "in": 32, "out": 256, "stride": 2, "kernel": 3,
+                 "layers": 1, "bottleneck": 64}, ...]}
+
+A structure is *valid* when every block's type is known, its channels are positive and chained
+(each block's ``in`` is the previous block's ``out``), its stride is 1 or 2 (or the one its type
+fixes), its kernel odd and positive, and its layer count within the type's bounds. The search
+space's mutation rules (``out <= 4*in`` and the like) constrain only what a mutation produces, so
+published structures that break them are still valid structures.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from zennas.errors import StructureError
+from zennas.space.kinds import BLOCK_KINDS
+
+FORMAT_NAME = "zennas.structure"
+FORMAT_VERSION = 1
+
+_BLOCK_KEYS = ("type", "in", "out", "stride", "kernel", "layers", "bottleneck")
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    type: str  # block type name, one of zennas.space.kinds.BLOCK_KINDS
+    in_channels: int  # input channels ("in" in JSON)
+    out_channels: int  # output channels ("out" in JSON)
+    stride: int  # 1 or 2, carried by the block's first unit
+    kernel: int  # kxk kernel of the block's spatial convs (odd)
+    layers: int = 1  # repeated units (a K1KXK1 unit is 3 convs)
+    bottleneck: int | None = None  # bottleneck / expanded channels, for types that have them
+    _hash: int = field(default=0, init=False, repr=False, compare=False)  # cached: blocks key many caches
+
+    def __hash__(self) -> int:
+        h = self._hash
+        if not h:
+            h = hash((self.type, self.in_channels, self.out_channels, self.stride, self.kernel, self.layers,
+                      self.bottleneck)) or 1
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "type": self.type,
+            "in": self.in_channels,
+            "out": self.out_channels,
+            "stride": self.stride,
+            "kernel": self.kernel,
+            "layers": self.layers,
+        }
+        if self.bottleneck is not None:
+            d["bottleneck"] = self.bottleneck
+        return d
+
+
+def _int_field(raw: Mapping[str, Any], key: str, where: str, *, default: int | None = None) -> int:
+    if key not in raw:
+        if default is not None:
+            return default
+        raise StructureError(f"{where}.{key} is missing", field=f"{where}.{key}")
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StructureError(
+            f"{where}.{key} must be an integer, got {value!r}", field=f"{where}.{key}"
+        )
+    return value
+
+
+def block_from_dict(raw: Any, index: int) -> Block:
+    where = f"blocks[{index}]"
+    if not isinstance(raw, Mapping):
+        raise StructureError(f"{where} must be an object, got {type(raw).__name__}", field=where)
+    unknown = sorted(set(raw) - set(_BLOCK_KEYS))
+    if unknown:
+        raise StructureError(
+            f"{where} has unknown key {unknown[0]!r} (allowed: {', '.join(_BLOCK_KEYS)})",
+            field=f"{where}.{unknown[0]}",
+        )
+    btype = raw.get("type")
+    if not isinstance(btype, str):
+        raise StructureError(f"{where}.type must be a block type name, got {btype!r}", field=f"{where}.type")
+    bottleneck = raw.get("bottleneck")
+    if bottleneck is not None and (isinstance(bottleneck, bool) or not isinstance(bottleneck, int)):
+        raise StructureError(
+            f"{where}.bottleneck must be an integer, got {bottleneck!r}", field=f"{where}.bottleneck"
+        )
+    return Block(
+        type=btype,
+        in_channels=_int_field(raw, "in", where),
+        out_channels=_int_field(raw, "out", where),
+        stride=_int_field(raw, "stride", where),
+        kernel=_int_field(raw, "kernel", where),
+        layers=_int_field(raw, "layers", where, default=1),
+        bottleneck=bottleneck,
+    )
+
+
+def validate_block(block: Block, index: int, prev_out: int | None) -> None:
+    """Raise :class:`StructureError` naming ``blocks[index].field`` and the value if invalid."""
+    where = f"blocks[{index}]"
+    kind = BLOCK_KINDS.get(block.type)
+    if kind is None:
+        raise StructureError(
+            f"{where}.type {block.type!r} is not a known block type (known: {', '.join(BLOCK_KINDS)})",
+            field=f"{where}.type",
+        )
+    for name, value in (("in", block.in_channels), ("out", block.out_channels), ("stride", block.stride),
+                        ("kernel", block.kernel), ("layers", block.layers)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise StructureError(f"{where}.{name} must be an integer, got {value!r}", field=f"{where}.{name}")
+    if block.bottleneck is not None and (isinstance(block.bottleneck, bool) or not isinstance(block.bottleneck, int)):
+        raise StructureError(f"{where}.bottleneck must be an integer, got {block.bottleneck!r}",
+                             field=f"{where}.bottleneck")
+    for name, value in (("in", block.in_channels), ("out", block.out_channels)):
+        if value <= 0:
+            raise StructureError(f"{where}.{name} must be positive, got {value}", field=f"{where}.{name}")
+    if prev_out is not None and block.in_channels != prev_out:
+        raise StructureError(
+            f"{where}.in is {block.in_channels} but the previous block's out is {prev_out}: "
+            "channels must be chained",
+            field=f"{where}.in",
+        )
+    allowed = (kind.fixed_stride,) if kind.fixed_stride else (1, 2)
+    if block.stride not in allowed:
+        raise StructureError(
+            f"{where}.stride must be {' or '.join(map(str, allowed))} for {block.type}, got {block.stride}",
+            field=f"{where}.stride",
+        )
+    if block.kernel <= 0 or block.kernel % 2 == 0:
+        raise StructureError(
+            f"{where}.kernel must be a positive odd number, got {block.kernel}", field=f"{where}.kernel"
+        )
+    if block.layers < 1 or (kind.max_layers is not None and block.layers > kind.max_layers):
+        bound = f"between 1 and {kind.max_layers}" if kind.max_layers else ">= 1"
+        raise StructureError(
+            f"{where}.layers must be {bound} for {block.type}, got {block.layers}", field=f"{where}.layers"
+        )
+    if kind.has_bottleneck:
+        if block.bottleneck is None or block.bottleneck <= 0:
+            raise StructureError(
+                f"{where}.bottleneck must be a positive integer for {block.type}, got {block.bottleneck!r}",
+                field=f"{where}.bottleneck",
+            )
+    elif block.bottleneck is not None:
+        raise StructureError(
+            f"{where}.bottleneck is not a field of {block.type}, got {block.bottleneck!r}",
+            field=f"{where}.bottleneck",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Structure:
+    """An ordered, validated tuple of blocks. Hashable, so it can key caches and deduplicate."""
+
+    blocks: tuple[Block, ...]
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.blocks, tuple):
+            object.__setattr__(self, "blocks", tuple(self.blocks))
+        if not self.blocks:
+            raise StructureError("a structure needs at least one block", field="blocks")
+        prev: int | None = None
+        for i, b in enumerate(self.blocks):
+            validate_block(b, i, prev)
+            prev = b.out_channels
+        object.__setattr__(self, "_hash", hash(self.blocks))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def in_channels(self) -> int:
+        return self.blocks[0].in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.blocks[-1].out_channels
+
+    def replace_block(self, index: int, **changes: Any) -> Structure:
+        blocks = list(self.blocks)
+        blocks[index] = replace(blocks[index], **changes)
+        return Structure(tuple(blocks))
+
+    # -- JSON -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "blocks": [b.to_dict() for b in self.blocks],
+        }
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> Structure:
+        if not isinstance(raw, Mapping):
+            raise StructureError(f"a structure must be a JSON object, got {type(raw).__name__}")
+        unknown = sorted(set(raw) - {"format", "version", "blocks"})
+        if unknown:
+            raise StructureError(f"unknown key {unknown[0]!r} in structure document", field=unknown[0])
+        fmt = raw.get("format", FORMAT_NAME)
+        if fmt != FORMAT_NAME:
+            raise StructureError(f"format must be {FORMAT_NAME!r}, got {fmt!r}", field="format")
+        version = raw.get("version", FORMAT_VERSION)
+        if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
+            raise StructureError(
+                f"version {version!r} is not supported (this zennas reads version {FORMAT_VERSION})",
+                field="version",
+            )
+        blocks = raw.get("blocks")
+        if not isinstance(blocks, list):
+            raise StructureError("blocks must be a list of block objects", field="blocks")
+        return cls(tuple(block_from_dict(b, i) for i, b in enumerate(blocks)))
+
+    @classmethod
+    def from_json(cls, text: str) -> Structure:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise StructureError(f"not valid JSON: {e}") from e
+        return cls.from_dict(raw)
+
+    @classmethod
+    def of(cls, blocks: Iterable[Block]) -> Structure:
+        return cls(tuple(blocks))
