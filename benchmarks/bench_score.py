@@ -52,11 +52,48 @@ def clear_caches() -> None:
 
 
 # -- a. zennas pipeline ----------------------------------------------------------------------------
-def zennas_pipeline(n: int) -> dict[str, Any]:
+def _setup() -> tuple[Any, Mutator, DriverEvaluator]:
     space = get_space(SPACE)
     mut = Mutator(space, budget_layers=BUDGET_LAYERS, height=RES, width=RES)
     ev = DriverEvaluator(space.start, RES, RES, Budgets(flops=BUDGET_FLOPS, layers=BUDGET_LAYERS),
                          space.stage_weights)
+    return space, mut, ev
+
+
+def zennas_pipeline(n: int, *, structures: bool = False) -> dict[str, Any]:
+    """The hot path: raw-tuple mutation (``Mutator.mutate_raw``), costs + score in one pass
+    (``DriverEvaluator.evaluate_raw``), budget check (``within``). ``structures``: also materialize a
+    :class:`Structure` for every accepted candidate (what a search does for each trial it records)."""
+    space, mut, ev = _setup()
+    rng = random.Random(0)
+    start = mut.to_raw(space.start)
+    pool = [(start, mut.count_layers(start))]
+    pos = 0
+    accepted = 0
+    best = -math.inf
+    mutate, evaluate, within, to_structure = mut.mutate_raw, ev.evaluate_raw, ev.within, mut.to_structure
+    for _ in range(n):
+        blocks, layers = pool[int(rng.random() * len(pool))]
+        blocks, layers = mutate(blocks, layers, rng)
+        flops, params, n_layers, score = evaluate(blocks)
+        if within(flops, params, n_layers):
+            accepted += 1
+            if structures:
+                to_structure(blocks)
+            if score > best:
+                best = score
+            if len(pool) < POOL:
+                pool.append((blocks, layers))
+            else:
+                pool[pos] = (blocks, layers)
+                pos = (pos + 1) % POOL
+    return {"accepted": accepted, "best": best}
+
+
+def zennas_structure_pipeline(n: int) -> dict[str, Any]:
+    """The same loop through the Structure-level API (``Mutator.mutate``, ``DriverEvaluator.evaluate``,
+    ``violated``): every candidate a validated-by-construction Structure of Block dataclasses."""
+    space, mut, ev = _setup()
     rng = random.Random(0)
     pool = [space.start]
     pos = 0
@@ -79,15 +116,20 @@ def zennas_pipeline(n: int) -> dict[str, Any]:
     return {"accepted": accepted, "best": best}
 
 
-def zennas_mutate_only(n: int) -> list[Structure]:
-    space = get_space(SPACE)
-    mut = Mutator(space, budget_layers=BUDGET_LAYERS, height=RES, width=RES)
+Cand = tuple[tuple[Any, ...], int]
+
+
+def zennas_mutate_only(n: int) -> list[Cand]:
+    space, mut, _ = _setup()
     rng = random.Random(0)
-    pool = [space.start]
+    start = mut.to_raw(space.start)
+    pool: list[Cand] = [(start, mut.count_layers(start))]
     out = []
     pos = 0
+    mutate = mut.mutate_raw
     for _ in range(n):
-        child = mut.mutate(pool[int(rng.random() * len(pool))], rng)
+        blocks, layers = pool[int(rng.random() * len(pool))]
+        child = mutate(blocks, layers, rng)
         out.append(child)
         if len(pool) < POOL:
             pool.append(child)
@@ -97,13 +139,12 @@ def zennas_mutate_only(n: int) -> list[Structure]:
     return out
 
 
-def zennas_evaluate_only(cands: list[Structure]) -> None:
-    space = get_space(SPACE)
-    ev = DriverEvaluator(space.start, RES, RES, Budgets(flops=BUDGET_FLOPS, layers=BUDGET_LAYERS),
-                         space.stage_weights)
-    for s in cands:
-        c, _ = ev.evaluate(s)
-        ev.violated(c)
+def zennas_evaluate_only(cands: list[Cand]) -> None:
+    _, _, ev = _setup()
+    evaluate, within = ev.evaluate_raw, ev.within
+    for blocks, _layers in cands:
+        flops, params, layers, _ = evaluate(blocks)
+        within(flops, params, layers)
 
 
 # -- a. the naive baseline -------------------------------------------------------------------------
@@ -221,15 +262,23 @@ def bench_analytic(args: argparse.Namespace) -> None:
         clear_caches()
         return zennas_pipeline(n_ours)
 
+    def ours_s() -> dict[str, Any]:
+        clear_caches()
+        return zennas_pipeline(n_ours, structures=True)
+
+    def api() -> dict[str, Any]:
+        clear_caches()
+        return zennas_structure_pipeline(n_ours)
+
     def naive() -> dict[str, Any]:
         clear_caches()
         return naive_pipeline(n_base)
 
-    def mut_only() -> list[Structure]:
+    def mut_only() -> list[Cand]:
         clear_caches()
         return zennas_mutate_only(n_ours)
 
-    cands: list[Structure] = []
+    cands: list[Cand] = []
 
     def ev_only() -> None:
         clear_caches()
@@ -237,30 +286,33 @@ def bench_analytic(args: argparse.Namespace) -> None:
 
     # Interleaved (ours, naive, mutate-only, evaluate-only, ours, ...) so that every variant meets
     # the same load on a shared machine; the best repeat of each is kept (wall and CPU separately).
-    walls: dict[str, list[float]] = {k: [] for k in ("ours", "naive", "mut", "ev")}
+    walls: dict[str, list[float]] = {k: [] for k in ("ours", "ours_s", "api", "naive", "mut", "ev")}
     cpus: dict[str, list[float]] = {k: [] for k in walls}
     res: dict[str, Any] = {}
     for _ in range(reps):
-        for key, fn in (("ours", ours), ("naive", naive), ("mut", mut_only), ("ev", ev_only)):
+        for key, fn in (("ours", ours), ("ours_s", ours_s), ("api", api), ("naive", naive), ("mut", mut_only),
+                        ("ev", ev_only)):
             w, c, res[key], _ = best_of_cpu(fn, 1)
             walls[key].append(w)
             cpus[key].append(c)
             if key == "mut":
                 cands = res[key]
-    n = {"ours": n_ours, "naive": n_base, "mut": n_ours, "ev": n_ours}
+    n = {"ours": n_ours, "ours_s": n_ours, "api": n_ours, "naive": n_base, "mut": n_ours, "ev": n_ours}
     labels = {
-        "ours": "zennas (Mutator.mutate + DriverEvaluator.evaluate + violated)",
+        "ours": "zennas hot path (Mutator.mutate_raw + DriverEvaluator.evaluate_raw + within)",
+        "ours_s": "zennas hot path + a Structure for every accepted candidate",
+        "api": "zennas Structure API (Mutator.mutate + DriverEvaluator.evaluate + violated)",
         "naive": "naive (deepcopy dicts, ref-style mutate, Structure(), costs(), entropy-analytic scorer)",
-        "mut": "  zennas: Mutator.mutate only",
-        "ev": "  zennas: DriverEvaluator.evaluate + violated only",
+        "mut": "  zennas hot path: Mutator.mutate_raw only",
+        "ev": "  zennas hot path: DriverEvaluator.evaluate_raw + within only",
     }
     print(f"parents: uniform among the last {POOL} accepted candidates (start: detection-k1kxk1 start), "
           f"random.Random(0); per-block caches cleared before every repeat; best of {reps} interleaved repeats "
           "(all wall times listed, sorted)")
     rows = []
-    for key in ("ours", "naive", "mut", "ev"):
+    for key in ("ours", "ours_s", "api", "naive", "mut", "ev"):
         bw, bc = min(walls[key]), min(cpus[key])
-        r = res[key] if key in ("ours", "naive") else None
+        r = res[key] if key in ("ours", "ours_s", "api", "naive") else None
         rows.append([labels[key], n[key], bw, " / ".join(f"{x:.2f}" for x in sorted(walls[key])), n[key] / bw,
                      bc, n[key] / bc, 1e6 * bc / n[key],
                      f"{r['accepted'] / n[key]:.1%}" if r else "", r["best"] if r else None])

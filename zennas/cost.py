@@ -66,32 +66,49 @@ def _log_sqrt(x: float) -> float:
     return 0.5 * math.log(x)
 
 
-def _bottleneck_units(b: Block, depthwise: bool) -> BlockCost:
-    assert b.bottleneck is not None  # validated by Structure
-    btn, out, k = b.bottleneck, b.out_channels, b.kernel
+def _unit(cin: int, btn: int, out: int, k: int, s: int, depthwise: bool) -> tuple[float, float, float]:
+    """(FLOPs per input pixel, params, log-std) of one bottleneck unit ``cin -> btn -> btn -> out``."""
+    f1, p1 = _conv_bn(cin, btn, 1, 1)
+    f2, p2 = _conv_bn(btn, btn, k, s, g=btn if depthwise else 1)
+    f3, p3 = _conv_bn(btn, out, 1, s)  # conv3 runs at the output resolution: /s^2
+    f = f1 + f2 + f3 + btn + btn / s**2 + out / s**2  # ReLUs
+    p = p1 + p2 + p3
+    if s == 2:
+        f += cin  # shortcut 2x2 average pool
+    if cin != out:
+        fs, ps = _conv_bn(cin, out, 1, s)
+        f += fs + out / s**2  # shortcut 1x1 conv+BN and the add
+        p += ps
+    fan_in_mid = k * k if depthwise else btn * k * k
+    return f, p, _log_sqrt(cin) + _log_sqrt(fan_in_mid) + _log_sqrt(btn)
+
+
+def bottleneck_cost(cin: int, out: int, stride: int, k: int, layers: int, btn: int, depthwise: bool) -> BlockCost:
+    """A K1KXK1 / K1DWK1 block of ``layers`` units. Units after the second equal the second (stride 1,
+    ``out -> out``), so each is computed once and summed in unit order, exactly as a unit-by-unit loop."""
     flops = params = 0.0
     log_std: list[float] = []
     area = 1.0  # this unit's input area relative to the block's input
-    for u in range(b.layers):
-        cin = b.in_channels if u == 0 else out
-        s = b.stride if u == 0 else 1
-        f1, p1 = _conv_bn(cin, btn, 1, 1)
-        f2, p2 = _conv_bn(btn, btn, k, s, g=btn if depthwise else 1)
-        f3, p3 = _conv_bn(btn, out, 1, s)  # conv3 runs at the output resolution: /s^2
-        f = f1 + f2 + f3 + btn + btn / s**2 + out / s**2  # ReLUs
-        p = p1 + p2 + p3
-        if s == 2:
-            f += cin  # shortcut 2x2 average pool
-        if cin != out:
-            fs, ps = _conv_bn(cin, out, 1, s)
-            f += fs + out / s**2  # shortcut 1x1 conv+BN and the add
-            p += ps
-        flops += f * area
-        params += p
-        area /= s * s
-        fan_in_mid = k * k if depthwise else btn * k * k
-        log_std.append(_log_sqrt(cin) + _log_sqrt(fan_in_mid) + _log_sqrt(btn))
-    return BlockCost(flops, params, 3 * b.layers, tuple(log_std))
+    rest: tuple[float, float, float] | None = None
+    for u in range(layers):
+        if u == 0:
+            f, p, ls = _unit(cin, btn, out, k, stride, depthwise)
+            flops += f
+            params += p
+            area /= stride * stride
+        else:
+            if rest is None:
+                rest = _unit(out, btn, out, k, 1, depthwise)
+            f, p, ls = rest
+            flops += f * area
+            params += p
+        log_std.append(ls)
+    return BlockCost(flops, params, 3 * layers, tuple(log_std))
+
+
+def _bottleneck_units(b: Block, depthwise: bool) -> BlockCost:
+    assert b.bottleneck is not None  # validated by Structure
+    return bottleneck_cost(b.in_channels, b.out_channels, b.stride, b.kernel, b.layers, b.bottleneck, depthwise)
 
 
 def _stem(b: Block) -> BlockCost:

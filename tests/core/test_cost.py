@@ -254,3 +254,45 @@ def test_shipped_space_start_costs_match_modules(name: str) -> None:
 def test_block_cost_is_cached() -> None:
     b = CASES["s2d-l3"]
     assert block_cost(b) is block_cost(Block("S2D", 8, 32, 2, 5, 3))
+
+
+def _unit_by_unit(b: Block) -> tuple[float, float, int, tuple[float, ...]]:
+    """A plain unit-by-unit loop of the docstring's formulas (no reuse of identical units)."""
+    import math
+
+    dw = b.type == "SuperResK1DWK1"
+    btn, out, k = b.bottleneck, b.out_channels, b.kernel
+    assert btn is not None
+    flops = params = 0.0
+    area = 1.0
+    log_std = []
+    for u in range(b.layers):
+        cin, s = (b.in_channels, b.stride) if u == 0 else (out, 1)
+        g = btn if dw else 1
+        f = (cin * btn + 2 * btn) + (btn * btn * k * k / (s * s * g) + 2 * btn / (s * s)) \
+            + (btn * out / (s * s) + 2 * out / (s * s)) + btn + btn / s**2 + out / s**2
+        p = (cin * btn + 2 * btn) + (btn * btn * k * k / g + 2 * btn) + (btn * out + 2 * out)
+        if s == 2:
+            f += cin
+        if cin != out:
+            f += cin * out / (s * s) + 2 * out / (s * s) + out / s**2
+            p += cin * out + 2 * out
+        flops += f * area
+        params += p
+        area /= s * s
+        log_std.append(0.5 * math.log(cin) + 0.5 * math.log(k * k if dw else btn * k * k) + 0.5 * math.log(btn))
+    return flops, params, 3 * b.layers, tuple(log_std)
+
+
+@pytest.mark.parametrize("btype", ["SuperResK1KXK1", "SuperResK1DWK1"])
+@pytest.mark.parametrize("layers", [1, 2, 3, 7])
+@pytest.mark.parametrize(("cin", "out", "stride"), [(32, 256, 2), (256, 256, 1), (128, 64, 1), (64, 64, 2)])
+def test_bottleneck_cost_equals_unit_by_unit_loop(btype: str, layers: int, cin: int, out: int, stride: int) -> None:
+    """Units after the second are computed once: the figures still equal a unit-by-unit loop."""
+    b = Block(btype, cin, out, stride, 5, layers, 48)
+    c = block_cost.__wrapped__(b)
+    flops, params, n, log_std = _unit_by_unit(b)
+    assert c.flops_per_pixel == pytest.approx(flops, rel=1e-12)
+    assert c.params == params
+    assert c.layers == n
+    assert c.log_std == pytest.approx(log_std, rel=1e-15)

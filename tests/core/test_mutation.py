@@ -305,3 +305,34 @@ def test_single_block_structure_cannot_mutate() -> None:
     stem_only = Structure((Block("ConvKXBNRELU", 3, 16, 2, 3),))
     sp = dataclasses.replace(K1, stages=1, stage_weights=(1.0,), start=stem_only)
     assert Mutator(sp).mutate(stem_only, random.Random(0)) == stem_only
+
+
+# -- the raw-tuple hot path ------------------------------------------------------------------
+@pytest.mark.parametrize("name", space_names())
+@pytest.mark.parametrize(("budget", "size", "fine"), [(91, 480, False), (None, 480, False), (40, 64, False),
+                                                       (91, 480, True)])
+def test_raw_path_equals_structure_path(name: str, budget: int | None, size: int, fine: bool) -> None:
+    """mutate_raw makes the same draws and the same children as mutate, with the right layer count."""
+    space = get_space(name)
+    m = Mutator(space, budget_layers=budget, height=size, width=size)
+    rng_a, rng_b = random.Random(5), random.Random(5)
+    parents = [space.start]
+    raws = [(m.to_raw(space.start), m.count_layers(m.to_raw(space.start)))]
+    for i in range(400):
+        j = i % len(parents)
+        child = m.mutate(parents[j], rng_a, fine=fine)
+        blocks, layers = m.mutate_raw(*raws[j], rng_b, fine=fine)
+        assert m.to_structure(blocks) == child
+        assert layers == costs(child).layers
+        assert rng_a.getstate() == rng_b.getstate()
+        parents.append(child)
+        raws.append((blocks, layers))
+    assert _revalidate(m.to_structure(raws[-1][0])) == parents[-1]
+
+
+def test_to_structure_interns_blocks() -> None:
+    m = Mutator(K1, budget_layers=BUDGET)
+    raw = m.to_raw(K1.start)
+    a, b = m.to_structure(raw), m.to_structure(tuple(list(raw)))
+    assert a == b == K1.start and hash(a) == hash(K1.start)
+    assert all(x is y for x, y in zip(a.blocks, b.blocks, strict=True))

@@ -11,10 +11,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from zennas.cost import block_cost
+from zennas.cost import block_cost, bottleneck_cost
 from zennas.score.analytic import _block_log_std
 from zennas.search.spec import Budgets
+from zennas.space.mutation import RawBlock
 from zennas.space.structure import Block, Structure
+
+_BOTTLENECKS = {"SuperResK1KXK1": False, "SuperResK1DWK1": True}  # type -> depthwise
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,12 @@ class DriverEvaluator:
                             f"{len(self.stage_ends)} stages", field="stage_weights")
         self.budgets = budgets
         self._cache: dict[Block, tuple[float, float, int, float]] = {}
+        self._raw_cache: dict[RawBlock, tuple[float, float, int, float]] = {}
+        self._limits = (
+            math.inf if budgets.flops is None else budgets.flops,
+            math.inf if budgets.params is None else budgets.params,
+            math.inf if budgets.layers is None else budgets.layers,
+        )
 
     def _block(self, b: Block) -> tuple[float, float, int, float]:
         c = self._cache.get(b)
@@ -114,3 +123,43 @@ class DriverEvaluator:
                     total += w * (acc + math.log(b.out_channels))
                 k += 1
         return total
+
+    def evaluate_raw(self, blocks: tuple[RawBlock, ...]) -> tuple[float, float, int, float]:
+        """(flops, params, layers, entropy-analytic) of a mutation's raw blocks: the search's hot path.
+
+        Same figures as :meth:`evaluate` (same per-block values, summed in the same order), keyed by
+        raw tuples, whose hash and equality run in C."""
+        assert self.weights is not None
+        flops = params = acc = total = 0.0
+        layers = 0
+        ends, weights, cache, areas = self.stage_ends, self.weights, self._raw_cache, self.areas
+        k = 0
+        end = ends[0]
+        for i, b in enumerate(blocks):
+            c = cache.get(b)
+            if c is None:
+                c = cache[b] = self._raw_block(b)
+            flops += c[0] * areas[i]
+            params += c[1]
+            layers += c[2]
+            acc += c[3]
+            if i == end:
+                w = weights[k]
+                if w:
+                    total += w * (acc + math.log(b[2]))
+                k += 1
+                if k < len(ends):
+                    end = ends[k]
+        return flops, params, layers, total
+
+    def _raw_block(self, b: RawBlock) -> tuple[float, float, int, float]:
+        typ = b[0]
+        if typ in _BOTTLENECKS and b[6] is not None:  # the common miss: no Block object, no lru lookups
+            bc = bottleneck_cost(b[1], b[2], b[3], b[4], b[5], b[6], _BOTTLENECKS[typ])
+            return (bc.flops_per_pixel, bc.params, bc.layers, math.fsum(bc.log_std))
+        return self._block(Block(*b))
+
+    def within(self, flops: float, params: float, layers: int) -> bool:
+        """All budgets met (the raw-path twin of :meth:`violated`)."""
+        lim = self._limits
+        return layers <= lim[2] and flops <= lim[0] and params <= lim[1]

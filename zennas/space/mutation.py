@@ -61,6 +61,16 @@ def trusted_structure(blocks: tuple[Block, ...]) -> Structure:
     return s
 
 
+RawBlock = tuple[str, int, int, int, int, int, "int | None"]
+"""A block as a plain tuple in :class:`Block`'s field order: (type, in, out, stride, kernel, layers,
+bottleneck). The mutation hot path works on these: tuples are built, hashed and compared in C, where a
+frozen dataclass costs ~1.5 µs to build and a Python-level ``__eq__`` per cache hit."""
+
+
+def raw_block(b: Block) -> RawBlock:
+    return (b.type, b.in_channels, b.out_channels, b.stride, b.kernel, b.layers, b.bottleneck)
+
+
 @dataclass(frozen=True)
 class _Plan:
     n: int
@@ -109,67 +119,113 @@ class Mutator:
         self._stems = frozenset(name for name, kind in BLOCK_KINDS.items() if kind.stem)
         self._max_layers = {name: kind.max_layers for name, kind in BLOCK_KINDS.items()}
 
+        r = self.rules  # bound once: the hot path reads these per call
+        self._stem_max_out = r.stem_max_out
+        self._shrink_ratio = r.kernel_shrink_ratio
+        self._mults = r.channel_multipliers
+        self._round = r.channel_round
+        self._max_channels = r.max_channels
+        self._stem_fields = r.stem_fields
+        self._out_max_next = r.out_max_next
+        self._out_max_in = r.out_max_in_ratio
+        self._out_min_in = r.out_min_in_ratio
+        self._next_div = r.next_out_divisor
+        self._btn_max_ratio = r.btn_max_out_ratio
+        self._btn_div = r.btn_min_divisor
+        self._layer_deltas = r.layer_deltas
+        self._first_max_layers = r.first_block_max_layers
+        self._intern: dict[RawBlock, Block] = {}  # raw tuple -> the one Block object for it
+
+    # -- raw tuples <-> blocks ---------------------------------------------------------------------
+    def to_raw(self, structure: Structure) -> tuple[RawBlock, ...]:
+        return tuple([raw_block(b) for b in structure.blocks])
+
+    def block(self, raw: RawBlock) -> Block:
+        """The (interned) :class:`Block` for a raw tuple the mutation produced."""
+        b = self._intern.get(raw)
+        if b is None:
+            if len(self._intern) >= 1 << 18:
+                self._intern.clear()  # bounded: a long search sees new blocks forever
+            b = self._intern[raw] = Block(*raw)
+        return b
+
+    def to_structure(self, blocks: tuple[RawBlock, ...]) -> Structure:
+        """The structure of a mutation's raw blocks (valid by construction, so not re-validated)."""
+        get = self._intern.get
+        out = []
+        for raw in blocks:
+            b = get(raw)
+            out.append(b if b is not None else self.block(raw))
+        return trusted_structure(tuple(out))
+
+    def count_layers(self, blocks: tuple[RawBlock, ...]) -> int:
+        cpu = _CONVS_PER_UNIT
+        return sum([cpu[b[0]] * b[5] for b in blocks])
+
     # -- one field of one block ---------------------------------------------------------------
     def _channels(self, c: int, rng: random.Random) -> int:
         r = self.rules
         return min(r.max_channels, smart_round(c * _pick(rng, r.channel_multipliers), r.channel_round))
 
-    def mutate_block(self, blocks: tuple[Block, ...], idx: int, rng: random.Random, *,
-                     fine: bool = False) -> Block | None:
-        r = self.rules
-        b = blocks[idx]
-        n = len(blocks)
-        nxt = blocks[idx + 1] if idx + 1 < n else None
-        if idx == 0 and b.type in self._stems:
+    def mutate_block(self, blocks: tuple[RawBlock, ...], idx: int, rng: random.Random,
+                     fine: bool = False) -> RawBlock | None:
+        """Block ``idx`` with one field changed (its ``in`` not yet re-chained), or None if it cannot
+        change (a stem standing last). Hot path: the rules are read from locals bound in ``__init__``
+        and ``_pick``/``smart_round`` are inlined (same draws, same arithmetic)."""
+        typ, cin, out, stride, k, layers, btn = blocks[idx]
+        nxt = blocks[idx + 1] if idx + 1 < len(blocks) else None
+        rand = rng.random
+        mults = self._mults
+        base = self._round
+        if idx == 0 and typ in self._stems:
             if nxt is None:
                 return None  # the last block of the list is never a stem mutation
-            what = _pick(rng, r.stem_fields)
-            if what == "out":
-                out = self._channels(b.out_channels, rng)
-                if r.stem_max_out is not None:
-                    out = min(r.stem_max_out, out)
-                if r.out_max_next:
-                    out = min(out, nxt.out_channels)
-                return Block(b.type, b.in_channels, out, b.stride, b.kernel, b.layers, b.bottleneck)
-            return Block(b.type, b.in_channels, b.out_channels, b.stride, self._kernel(b.kernel, rng),
-                         b.layers, b.bottleneck)
+            sf = self._stem_fields
+            if sf[int(rand() * len(sf))] == "out":
+                out = min(self._max_channels, max(base, round(out * mults[int(rand() * len(mults))] / base) * base))
+                if self._stem_max_out is not None and out > self._stem_max_out:
+                    out = self._stem_max_out
+                if self._out_max_next and out > nxt[2]:
+                    out = nxt[2]
+                return (typ, cin, out, stride, k, layers, btn)
+            return (typ, cin, out, stride, self._kernel(k, rng), layers, btn)
 
-        what = _pick(rng, self._fine_fields[b.type] if fine else self._fields[b.type])
-        out, k, layers, btn = b.out_channels, b.kernel, b.layers, b.bottleneck
+        fields = self._fine_fields[typ] if fine else self._fields[typ]
+        what = fields[int(rand() * len(fields))]
         if what == "out":
-            out = self._channels(out, rng)
-            cin = b.in_channels
-            if r.out_max_in_ratio is not None:
-                out = min(out, int(r.out_max_in_ratio * cin))
-            if r.out_min_in_ratio is not None:
-                out = max(out, math.ceil(r.out_min_in_ratio * cin))
+            out = min(self._max_channels, max(base, round(out * mults[int(rand() * len(mults))] / base) * base))
+            if self._out_max_in is not None:
+                out = min(out, int(self._out_max_in * cin))
+            if self._out_min_in is not None:
+                out = max(out, math.ceil(self._out_min_in * cin))
             if nxt is not None:
-                if r.out_max_next:
-                    out = min(out, nxt.out_channels)
-                if r.next_out_divisor is not None:
-                    floor = smart_round(nxt.out_channels / r.next_out_divisor, r.channel_round)
+                if self._out_max_next and out > nxt[2]:
+                    out = nxt[2]
+                if self._next_div is not None:
+                    floor = max(base, round(nxt[2] / self._next_div / base) * base)
                     if out < floor:
                         out = floor
         elif what == "kernel":
             k = self._kernel(k, rng)
         elif what == "bottleneck" and btn is not None:
-            btn = min(int(out * r.btn_max_out_ratio), self._channels(btn, rng))
+            btn = min(int(out * self._btn_max_ratio),
+                      min(self._max_channels, max(base, round(btn * mults[int(rand() * len(mults))] / base) * base)))
         elif what == "layers":
-            choices = [v for v in (max(1, layers + d) for d in r.layer_deltas) if v != layers]
-            new = _pick(rng, choices) if choices else layers
-            if idx == 1 and r.first_block_max_layers is not None:
-                new = min(r.first_block_max_layers, new)
+            choices = [v for v in (max(1, layers + d) for d in self._layer_deltas) if v != layers]
+            new = choices[int(rand() * len(choices))] if choices else layers
+            if idx == 1 and self._first_max_layers is not None:
+                new = min(self._first_max_layers, new)
             else:
-                cap = self._layer_cap[b.type]
+                cap = self._layer_cap[typ]
                 if cap is not None:
                     new = min(cap, new)
-            kmax = self._max_layers[b.type]
+            kmax = self._max_layers[typ]
             if kmax is not None:
                 new = min(kmax, new)
             layers = new
-        if btn is not None and r.btn_min_divisor is not None and btn < out / r.btn_min_divisor:
-            btn = smart_round(out / r.btn_min_divisor, r.channel_round)
-        return Block(b.type, b.in_channels, out, b.stride, k, layers, btn)
+        if btn is not None and self._btn_div is not None and btn < out / self._btn_div:
+            btn = max(base, round(out / self._btn_div / base) * base)
+        return (typ, cin, out, stride, k, layers, btn)
 
     def _kernel(self, k: int, rng: random.Random) -> int:
         choices = self._kernel_choices.get(k)
@@ -178,42 +234,54 @@ class Mutator:
         return _pick(rng, choices) if choices else k
 
     # -- a whole candidate ----------------------------------------------------------------------
-    def _shrink(self, b: Block, idx: int) -> Block:
-        k = b.kernel
+    def _shrink(self, b: RawBlock, idx: int) -> RawBlock:
+        k = b[4]
         res = self._plan.res_in[idx]
-        while k > 1 and k * self.rules.kernel_shrink_ratio > res:
+        while k > 1 and k * self._shrink_ratio > res:
             k -= 2
-        if k == b.kernel:
+        if k == b[4]:
             return b
-        return Block(b.type, b.in_channels, b.out_channels, b.stride, k, b.layers, b.bottleneck)
+        return (b[0], b[1], b[2], b[3], k, b[5], b[6])
 
-    def mutate(self, parent: Structure, rng: random.Random, *, fine: bool = False) -> Structure:
-        """A child of ``parent``. ``fine`` (coarse-to-fine's second phase, TinyNAS's "minor mutation")
-        changes only channel widths (out, bottleneck), keeping depths and kernels."""
-        blocks = parent.blocks
+    def mutate_raw(self, blocks: tuple[RawBlock, ...], layers: int, rng: random.Random, *,
+                   fine: bool = False) -> tuple[tuple[RawBlock, ...], int]:
+        """The hot path: a child of raw ``blocks`` (whose main-path layer count is ``layers``) and the
+        child's layer count. Same draws from ``rng`` and same result as :meth:`mutate`."""
         n = len(blocks)
         last_pick = n - 1 if self.rules.pick == "reference" else n
         cpu = _CONVS_PER_UNIT
-        layers = sum([cpu[b.type] * b.layers for b in blocks])
+        budget = self.budget_layers
+        shrink = self._plan.shrink_needed
+        mutate_block = self.mutate_block
         for _ in range(self.rules.rounds):
             candidate = blocks
             cand_layers = layers
             for _try in range(n):
                 idx = int(rng.random() * last_pick)
-                new = self.mutate_block(blocks, idx, rng, fine=fine)
+                new = mutate_block(blocks, idx, rng, fine)
                 if new is None:
                     continue
-                nb = blocks[idx + 1] if idx + 1 < n else None
-                if nb is not None and nb.in_channels != new.out_channels:  # re-chain the next block's in
-                    nb = Block(nb.type, new.out_channels, nb.out_channels, nb.stride, nb.kernel, nb.layers,
-                               nb.bottleneck)
-                    candidate = (*blocks[:idx], new, nb, *blocks[idx + 2:])
+                if idx + 1 < n:
+                    nb = blocks[idx + 1]
+                    if nb[1] != new[2]:  # re-chain the next block's in
+                        nb = (nb[0], new[2], nb[2], nb[3], nb[4], nb[5], nb[6])
+                        candidate = (*blocks[:idx], new, nb, *blocks[idx + 2:])
+                    else:
+                        candidate = (*blocks[:idx], new, *blocks[idx + 1:])
                 else:
-                    candidate = (*blocks[:idx], new, *blocks[idx + 1:])
-                if self._plan.shrink_needed:
-                    candidate = tuple(self._shrink(b, i) for i, b in enumerate(candidate))
-                cand_layers = layers - _layers(blocks[idx]) + _layers(new)
-                if self.budget_layers is None or cand_layers <= self.budget_layers:
+                    candidate = (*blocks[:idx], new)
+                if shrink:
+                    candidate = tuple([self._shrink(b, i) for i, b in enumerate(candidate)])
+                old = blocks[idx]
+                cand_layers = layers - cpu[old[0]] * old[5] + cpu[new[0]] * new[5]
+                if budget is None or cand_layers <= budget:
                     break
             blocks, layers = candidate, cand_layers
-        return trusted_structure(blocks)
+        return blocks, layers
+
+    def mutate(self, parent: Structure, rng: random.Random, *, fine: bool = False) -> Structure:
+        """A child of ``parent``. ``fine`` (coarse-to-fine's second phase, TinyNAS's "minor mutation")
+        changes only channel widths (out, bottleneck), keeping depths and kernels."""
+        raw = self.to_raw(parent)
+        blocks, _ = self.mutate_raw(raw, self.count_layers(raw), rng, fine=fine)
+        return self.to_structure(blocks)
