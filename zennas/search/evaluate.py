@@ -48,6 +48,9 @@ class DriverEvaluator:
             raise SpecError(f"stage_weights has {len(self.weights)} entries but the structures have "
                             f"{len(self.stage_ends)} stages", field="stage_weights")
         self.budgets = budgets
+        # per position: (input area, the stage weight if the position ends a stage, else None)
+        ends = dict(zip(self.stage_ends, self.weights or (), strict=False))
+        self._positions = tuple((a, ends.get(i)) for i, a in enumerate(self.areas))
         self._cache: dict[Block, tuple[float, float, int, float]] = {}
         self._raw_cache: dict[RawBlock, tuple[float, float, int, float]] = {}
         self._limits = (
@@ -129,27 +132,19 @@ class DriverEvaluator:
 
         Same figures as :meth:`evaluate` (same per-block values, summed in the same order), keyed by
         raw tuples, whose hash and equality run in C."""
-        assert self.weights is not None
         flops = params = acc = total = 0.0
         layers = 0
-        ends, weights, cache, areas = self.stage_ends, self.weights, self._raw_cache, self.areas
-        k = 0
-        end = ends[0]
-        for i, b in enumerate(blocks):
+        cache = self._raw_cache
+        for b, (area, w) in zip(blocks, self._positions, strict=True):
             c = cache.get(b)
             if c is None:
                 c = cache[b] = self._raw_block(b)
-            flops += c[0] * areas[i]
+            flops += c[0] * area
             params += c[1]
             layers += c[2]
             acc += c[3]
-            if i == end:
-                w = weights[k]
-                if w:
-                    total += w * (acc + math.log(b[2]))
-                k += 1
-                if k < len(ends):
-                    end = ends[k]
+            if w:  # a stage end with a non-zero weight
+                total += w * (acc + math.log(b[2]))
         return flops, params, layers, total
 
     def _raw_block(self, b: RawBlock) -> tuple[float, float, int, float]:

@@ -133,6 +133,7 @@ class Mutator:
         self._btn_max_ratio = r.btn_max_out_ratio
         self._btn_div = r.btn_min_divisor
         self._layer_deltas = r.layer_deltas
+        self._layer_choices: dict[int, tuple[int, ...]] = {}  # current layers -> the values a change may give
         self._first_max_layers = r.first_block_max_layers
         self._intern: dict[RawBlock, Block] = {}  # raw tuple -> the one Block object for it
 
@@ -211,7 +212,10 @@ class Mutator:
             btn = min(int(out * self._btn_max_ratio),
                       min(self._max_channels, max(base, round(btn * mults[int(rand() * len(mults))] / base) * base)))
         elif what == "layers":
-            choices = [v for v in (max(1, layers + d) for d in self._layer_deltas) if v != layers]
+            choices = self._layer_choices.get(layers)
+            if choices is None:
+                choices = self._layer_choices[layers] = tuple(
+                    v for v in (max(1, layers + d) for d in self._layer_deltas) if v != layers)
             new = choices[int(rand() * len(choices))] if choices else layers
             if idx == 1 and self._first_max_layers is not None:
                 new = min(self._first_max_layers, new)
