@@ -41,7 +41,9 @@ def test_deterministic_for_a_seed_and_different_across_seeds() -> None:
 
 def test_budgets_never_violated_and_population_invariants(tmp_path: Path) -> None:
     store = SearchStore.open(tmp_path / "s.db")
-    s = Search(spec(budgets=Budgets(flops=12e9, layers=60, params=20e6)), store=store, search_id="b")
+    # the default warm-up (16 members) ends at trial 500 here, so the population is full-size at the end
+    s = Search(spec(budgets=Budgets(flops=12e9, layers=60, params=20e6), warmup_iterations=500), store=store,
+               search_id="b")
     r = s.run()
     c = costs(r.best_structure, 480, 480)
     assert c.flops <= 12e9 and c.layers <= 60 and c.params <= 20e6

@@ -200,14 +200,17 @@ class Search:
         if spec.sampler == "evolution":
             if cp is not None:
                 p = state["population"]
-                pop = Population.restore(spec.population, ((decode(s), sc, eid) for s, sc, eid in p["members"]),
+                pop = Population.restore(p.get("size", spec.population),  # no size: saved before warm-ups
+                                         ((decode(s), sc, eid) for s, sc, eid in p["members"]),
                                          p["seq"], (decode(p["best"][0]), p["best"][1]) if p["best"] else None)
             else:
-                pop = Population(spec.population)
-                pop.seed(self.start, self._score_start(), spec.population)
+                size0 = spec.warmup_size() or spec.population
+                pop = Population(size0)
+                pop.seed(self.start, self._score_start(), size0)
             fine_from = int(spec.iterations * (1 - spec.fine_phase)) if spec.fine_phase > 0 else None
             sampler: optuna.samplers.BaseSampler = EvolutionSampler(
-                mutator=self.mutator, population=pop, seed=spec.seed, number_offset=n_trials, fine_from=fine_from)
+                mutator=self.mutator, population=pop, seed=spec.seed, number_offset=n_trials, fine_from=fine_from,
+                grow_at=spec.warmup_iterations if spec.warmup_size() else None, full_size=spec.population)
         else:
             pop = None
             codec = StructureCodec(self.space, budget_layers=self.budgets.layers)
@@ -351,6 +354,7 @@ class Search:
             state["population"] = {
                 "members": [[encode(s), sc, eid] for s, sc, eid in ps["members"]],  # type: ignore[attr-defined]
                 "seq": ps["seq"],
+                "size": ps["size"],
                 "best": [encode(pop.best[0]), pop.best[1]] if pop.best else None,
             }
         return Checkpoint(self.search_id, generation, n_trials, self.spec.to_dict(), state, finished)

@@ -73,6 +73,14 @@ class Population:
         self._add(s, score)
         return True
 
+    def resize(self, size: int) -> None:
+        """Change the capacity (the warm-up's growth to the full population). Shrinking evicts the worst."""
+        if size < 2:
+            raise ValueError(f"population_size must be >= 2, got {size}")
+        while len(self._members) > size:
+            self._remove_worst()
+        self.size = size
+
     def pick(self, rng: random.Random) -> Structure:
         return self._members[rng.randrange(len(self._members))][0]
 
@@ -84,9 +92,9 @@ class Population:
 
     def state(self) -> dict[str, object]:
         """Everything needed to continue exactly: members at their positions (picks index them),
-        their entry ids (ties evict the oldest) and the id counter."""
+        their entry ids (ties evict the oldest), the id counter and the current capacity."""
         return {"members": [(s, sc, eid) for (s, sc), eid in zip(self._members, self._owner, strict=True)],
-                "seq": self._seq, "best": self.best}
+                "seq": self._seq, "best": self.best, "size": self.size}
 
     def worst(self) -> float:
         return self._heap[0][0]

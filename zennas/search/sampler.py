@@ -42,15 +42,22 @@ class EvolutionSampler(BaseSampler):
     """Pick a parent uniformly from the population, mutate it (the space's rules), and keep the top
     ``population.size`` distinct structures by score.
 
+    Warm-up (``grow_at``): the population starts small (its ``size``) and grows to ``full_size`` when
+    trial ``grow_at`` is told. The switch depends only on trial numbers, which are told in order, so it
+    is the same for any worker count and completion order.
+
     Contract: call :meth:`candidate` with a trial's number after ``study.ask()`` to get the structure
     it proposes; tell the trial COMPLETE with the score to let it compete for the population, or
     PRUNED when it broke a budget.
     """
 
     def __init__(self, *, mutator: Mutator, population: Population, seed: int = 0, number_offset: int = 0,
-                 fine_from: int | None = None) -> None:
+                 fine_from: int | None = None, grow_at: int | None = None, full_size: int | None = None) -> None:
         self.mutator = mutator
         self.fine_from = fine_from  # trial number from which mutations only change widths (None: never)
+        # warm-up: from trial ``grow_at`` on, the population may hold ``full_size`` members (None: no growth)
+        self.grow_at = grow_at
+        self.full_size = full_size if full_size is not None else population.size
         self.population = population
         self.seed = seed
         self.number_offset = number_offset  # trials done before this study (resumed searches)
@@ -85,6 +92,9 @@ class EvolutionSampler(BaseSampler):
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
                     values: Sequence[float] | None) -> None:
         s = self._pending.pop(trial.number)
+        if self.grow_at is not None and self.number_offset + trial.number >= self.grow_at \
+                and self.population.size < self.full_size:
+            self.population.resize(self.full_size)  # the warm-up ends: the population grows
         if state == TrialState.COMPLETE and values:
             self.population.insert(s, values[0])
 

@@ -54,12 +54,17 @@ class SearchSpec:
     start: Structure | None = None  # warm start instead of the space's start structure
     latency: LatencySpec = field(default_factory=LatencySpec)
     fine_phase: float = 0.0  # evolution: last fraction of iterations mutating only widths (coarse-to-fine)
+    # evolution warm-up: the first ``warmup_iterations`` trials keep only the top ``warmup_population``
+    # (capped at ``population``); then the population grows to ``population``. 0 turns it off.
+    warmup_population: int = 16
+    warmup_iterations: int = 10_000
 
     def __post_init__(self) -> None:
         def bad(f: str, msg: str) -> SpecError:
             return SpecError(f"{f} {msg}", field=f)
 
-        for f in ("population", "iterations", "generation", "checkpoint_every"):
+        for f in ("population", "iterations", "generation", "checkpoint_every", "warmup_population",
+                  "warmup_iterations"):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int):
                 raise bad(f, f"must be an integer, got {v!r}")
@@ -71,6 +76,10 @@ class SearchSpec:
             raise bad("generation", f"must be >= 1, got {self.generation}")
         if self.checkpoint_every < 1:
             raise bad("checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
+        if self.warmup_population < 2:
+            raise bad("warmup_population", f"must be >= 2, got {self.warmup_population}")
+        if self.warmup_iterations < 0:
+            raise bad("warmup_iterations", f"must be >= 0 (0: no warm-up), got {self.warmup_iterations}")
         for f in ("height", "width"):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0 or v % 32:
@@ -116,6 +125,12 @@ class SearchSpec:
         if any(getattr(b, f) is not None for f in ("flops", "params", "layers", "latency_ms")):
             return b
         return Budgets(flops=d.flops, params=d.params, layers=d.layers, latency_ms=d.latency_ms)
+
+    def warmup_size(self) -> int | None:
+        """The evolution's population during the warm-up, or None when there is no warm-up."""
+        if self.warmup_iterations <= 0 or self.warmup_population >= self.population:
+            return None
+        return self.warmup_population
 
     def start_structure(self, space: SearchSpace) -> Structure:
         return self.start if self.start is not None else space.start
