@@ -167,8 +167,8 @@ def test_zero_settings_are_rejected_not_defaulted(score: str, settings: dict[str
 def test_entropy_forward_defaults_within_half_percent(name: str) -> None:
     fx = STRUCTURES[name]["entropy_forward"]
     r = _score(name, "entropy")
-    assert r.name == "entropy" and r.resolution == (224, 224)
-    assert r.settings["batch"] == 1 and r.settings["repeat"] == 1
+    assert r.name == "entropy" and r.resolution == (128, 128)
+    assert r.settings["batch"] == 1 and r.settings["repeat"] == 1 and r.settings["padding"] == "circular"
     assert r.score == pytest.approx(fx["score"], rel=5e-3)
     ref_stages = [sum(rep[i] for rep in fx["per_repeat_stage_scores"]) / 4 for i in range(5)]
     assert r.stage_scores_weighted == pytest.approx(ref_stages, rel=5e-3)
@@ -197,14 +197,42 @@ def test_entropy_is_a_forward_pass_not_the_closed_form() -> None:
     # zero padding at small feature maps shrinks the std: the forward score depends on the resolution
     name = "maedet_s"
     analytic = make_scorer("entropy-analytic")(S[name]).score
-    small = _score(name, "entropy", resolution=64)
-    large = _score(name, "entropy")
+    small = _score(name, "entropy", resolution=64, padding="zeros")
+    large = _score(name, "entropy", resolution=224, padding="zeros")
     assert abs(small.score / analytic - 1) > 1e-3
     assert abs(large.score / analytic - 1) < abs(small.score / analytic - 1)
     assert small.resolution == (64, 64)
     # the closed form has no resolution at all
     assert "height" not in make_scorer("entropy-analytic").settings()
     assert analytic == make_scorer("entropy-analytic")(S[name]).score
+
+
+def test_circular_padding_removes_the_resolution_bias() -> None:
+    """Zero padding shrinks the std at small feature maps; circular padding keeps every output's fan-in
+    full, so its score barely moves with the resolution and sits near the reference (480, zeros)."""
+    name = "maedet_s"
+    ref = STRUCTURES[name]["entropy_forward"]["score"]
+    zeros = {r: _score(name, "entropy", resolution=r, padding="zeros").score for r in (96, 224)}
+    circ = {r: _score(name, "entropy", resolution=r, padding="circular").score for r in (96, 224)}
+    assert zeros[96] < zeros[224] < ref
+    assert abs(zeros[96] / ref - 1) > 1e-2  # -1.2 %
+    assert abs(circ[96] / circ[224] - 1) < 2e-3
+    assert all(abs(v / ref - 1) < 5e-3 for v in circ.values())
+
+
+def test_circular_padding_needs_feature_maps_at_least_the_padding() -> None:
+    s = Structure((Block("ConvKXBNRELU", 3, 8, 2, 3), Block("SuperResK1KXK1", 8, 16, 2, 5, 1, 8)))
+    with pytest.raises(ScoreError, match="too small for circular padding") as ei:
+        make_scorer("entropy", resolution=2, stage_weights=[1, 1])(s)  # the 5x5 conv (padding 2) sees a 1x1 map
+    assert ei.value.field == "resolution"
+    make_scorer("entropy", resolution=2, padding="zeros", stage_weights=[1, 1])(s)  # zeros pad any size
+    make_scorer("entropy", resolution=4, stage_weights=[1, 1])(s)  # 2x2 maps: padding 2 wraps exactly once
+
+
+def test_entropy_padding_is_validated() -> None:
+    with pytest.raises(SpecError, match="padding must be one of zeros, circular") as ei:
+        make_scorer("entropy", padding="reflect")
+    assert ei.value.field == "padding"
 
 
 def test_entropy_deterministic() -> None:
@@ -224,7 +252,7 @@ def test_entropy_channels_last_is_the_same_math() -> None:
 def test_entropy_reference_settings() -> None:
     sc = make_scorer("entropy", reference=True)
     st = sc.settings()
-    assert (st["height"], st["width"], st["batch"], st["repeat"]) == (480, 480, 32, 4)
+    assert (st["height"], st["width"], st["batch"], st["repeat"], st["padding"]) == (480, 480, 32, 4, "zeros")
     assert st["bn"] == "skipped" and st["relu"] == "skipped" and st["residual"] == "ignored"
     assert sc.forward_pass is True
     assert make_scorer("entropy", height=320, width=640).settings()["width"] == 640

@@ -8,13 +8,15 @@ is the stage's entropy (the paper's Eq. 5 up to constants). Stage i scores
 ``S_i = accumulated log std + log(C_i)`` and the total is ``sum_i w_i * S_i`` with detection weights
 [0, 0, 1, 1, 6]: the deepest (C5) features carry the most weight, as in the paper.
 
-The reference settings (480x480, batch 32, repeat 4) cost ~60-90 s per backbone on one thread.
-The score is a log-std ratio: the zero padding at the feature-map sizes matters more than sample
-count, so the default runs one image at 224x224 (one repeat, channels_last, inference mode), with
-the model built on the meta device and its main-path weights taken as views of a cached per-seed
-Gaussian stream. That stays within 0.2 % of the reference settings on the fixtures at ~500-600x
-their speed (BENCHMARKS.md); 320 and 480 are more accurate and slower; ``reference=True`` restores
-the reference settings.
+The reference settings (480x480, batch 32, repeat 4, zero padding) cost ~40-90 s per backbone on
+one thread. The score is a log-std ratio: zero padding shrinks the std of outputs near a border, and
+at small feature maps that bias matters far more than sample count (−1.2 % at 96x96). The default
+therefore pads circularly, which gives every output its full fan-in and makes the score nearly
+independent of the resolution, and runs one image at 128x128 (one repeat, channels_last, inference
+mode), with the model built on the meta device and its main-path weights taken as views of a cached
+per-seed Gaussian stream: within 0.3 % of the reference settings on the fixtures at several hundred
+times their speed (BENCHMARKS.md). ``padding="zeros"`` at 480 reproduces the reference most closely;
+``reference=True`` restores the reference settings.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from zennas.blocks import build_backbone
 from zennas.cost import check_size
-from zennas.errors import SpecError
+from zennas.errors import ScoreError, SpecError
 from zennas.score._torch import torch_threads
 from zennas.score.base import DETECTION_WEIGHTS, ScoreResult, check_counts, check_weights, register_score, weigh
 from zennas.space.structure import Structure
@@ -74,8 +77,9 @@ def gaussian_views(seed: int, repeat: int, sizes: list[int]) -> list[torch.Tenso
     return out
 
 
-REFERENCE_SETTINGS: dict[str, Any] = {"height": 480, "width": 480, "batch": 32, "repeat": 4}
-FAST_SETTINGS: dict[str, Any] = {"height": 224, "width": 224, "batch": 1, "repeat": 1}
+REFERENCE_SETTINGS: dict[str, Any] = {"height": 480, "width": 480, "batch": 32, "repeat": 4, "padding": "zeros"}
+FAST_SETTINGS: dict[str, Any] = {"height": 128, "width": 128, "batch": 1, "repeat": 1, "padding": "circular"}
+PADDINGS = ("zeros", "circular")
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class Entropy:
     init_std: float = 1.0
     stage_weights: tuple[float, ...] = DETECTION_WEIGHTS
     channels_last: bool = True
+    padding: str = FAST_SETTINGS["padding"]  # how convs pad: "zeros" (the reference) or "circular"
     threads: int | None = None  # torch intra-op threads; None leaves the process setting
     name: str = "entropy"
     forward_pass: bool = True
@@ -97,12 +102,14 @@ class Entropy:
         check_counts(self, "batch", "repeat")
         if not self.init_std > 0:
             raise SpecError(f"init_std must be > 0, got {self.init_std}", field="init_std")
+        if self.padding not in PADDINGS:
+            raise SpecError(f"padding must be one of {', '.join(PADDINGS)}, got {self.padding!r}", field="padding")
         object.__setattr__(self, "stage_weights", check_weights(self.stage_weights))
 
     def settings(self) -> dict[str, Any]:
         return {"height": self.height, "width": self.width, "batch": self.batch, "repeat": self.repeat,
                 "seed": self.seed, "init_std": self.init_std, "stage_weights": list(self.stage_weights),
-                "channels_last": self.channels_last, "bn": "skipped", "relu": "skipped",
+                "channels_last": self.channels_last, "padding": self.padding, "bn": "skipped", "relu": "skipped",
                 "residual": "ignored"}
 
     def __call__(self, structure: Structure) -> ScoreResult:
@@ -114,6 +121,7 @@ class Entropy:
             blocks = [[u.main_ops() for u in blk.units] for blk in model.block_modules()]  # type: ignore[operator]
             stage_ends = {s.end_block: s.channels for s in model.stages}
             convs = [op for blk in blocks for unit in blk for op in unit if isinstance(op, nn.Conv2d)]
+            circular = self.padding == "circular"
             gen = torch.Generator().manual_seed(self.seed)
             fmt = torch.channels_last if self.channels_last else torch.contiguous_format
             per_repeat: list[float] = []
@@ -131,7 +139,18 @@ class Entropy:
                 for bi, blk in enumerate(blocks):
                     for unit in blk:
                         for op in unit:
-                            x = op(x)  # type: ignore[operator]
+                            if circular and isinstance(op, nn.Conv2d) and op.padding != (0, 0):
+                                ph, pw = (int(p) for p in op.padding)  # a tuple of ints for a numeric padding
+                                if ph > x.shape[-2] or pw > x.shape[-1]:  # circular padding wraps once at most
+                                    raise ScoreError(
+                                        f"score resolution {self.height}x{self.width} is too small for circular "
+                                        f"padding: a {op.kernel_size[0]}x{op.kernel_size[1]} conv sees a "
+                                        f"{x.shape[-2]}x{x.shape[-1]} feature map; use a larger resolution "
+                                        "(e.g. 128) or padding='zeros'", field="resolution")
+                                x = F.conv2d(F.pad(x, (pw, pw, ph, ph), mode="circular"), op.weight, None,
+                                             op.stride, 0, op.dilation, op.groups)
+                            else:
+                                x = op(x)  # type: ignore[operator]
                             if isinstance(op, nn.Conv2d):
                                 std = x.std()
                                 x.div_(std)  # each conv output normalized by its own std
@@ -154,6 +173,7 @@ class Entropy:
         )
 
 
+
 def _first(*values: Any) -> Any:
     """The first value given (not None); 0 is a value, and is then rejected by validation."""
     return next(v for v in values if v is not None)
@@ -163,10 +183,10 @@ def _first(*values: Any) -> Any:
 def _make(*, resolution: int | None = None, height: int | None = None, width: int | None = None,
           batch: int | None = None, repeat: int | None = None, seed: int = 0, init_std: float = 1.0,
           stage_weights: Sequence[float] = DETECTION_WEIGHTS, reference: bool = False,
-          channels_last: bool = True, threads: int | None = None) -> Entropy:
+          channels_last: bool = True, padding: str | None = None, threads: int | None = None) -> Entropy:
     base = REFERENCE_SETTINGS if reference else FAST_SETTINGS
     h = _first(height, resolution, base["height"])
     w = _first(width, resolution, base["width"])
     return Entropy(height=h, width=w, batch=_first(batch, base["batch"]), repeat=_first(repeat, base["repeat"]),
                    seed=seed, init_std=init_std, stage_weights=tuple(stage_weights),
-                   channels_last=channels_last, threads=threads)
+                   channels_last=channels_last, padding=_first(padding, base["padding"]), threads=threads)
