@@ -348,7 +348,8 @@ def bench_entropy(args: argparse.Namespace) -> None:
             w, c, r, _ = best_of_cpu(lambda s=s: make_scorer("entropy", reference=True, threads=rt)(s), 1)
             ref[name] = (w, c, float(r.score))
     d = make_scorer("entropy")
-    print(f"defaults: {d.height}x{d.width}, batch {d.batch}, repeat {d.repeat}, channels_last={d.channels_last}, "
+    print(f"defaults: {d.height}x{d.width}, {d.padding} padding, batch {d.batch}, repeat {d.repeat}, "
+          f"channels_last={d.channels_last}, "
           f"inference mode (best of {reps} after a warm-up call)")
     print("reference settings: 480x480, batch 32, repeat 4"
           + (f" -- run once per fixture on {rt} thread(s), compared with the default on as many" if not args.quick
@@ -397,10 +398,11 @@ def bench_entropy(args: argparse.Namespace) -> None:
     rows = []
     for name, (s, _f) in fx.items():
         for res in (480, 224):
-            t, c, _sc = _time_scorer(make_scorer("entropy", resolution=res, batch=1, repeat=1, threads=1), s, reps)
+            t, c, _sc = _time_scorer(make_scorer("entropy", resolution=res, batch=1, repeat=1, threads=1,
+                                                 padding="zeros"), s, reps)
             refs = ISSUE_REF_BATCH1.get(res) if name == "maedet_s" else None
             rows.append([name, res, t, c, refs, refs / t if refs else None, refs / c if refs else None])
-    table(["fixture", "resolution", "ours wall s", "ours CPU s", "reference code s", "reference/ours (wall)",
+    table(["fixture", "resolution (zero padding, as the reference)", "ours wall s", "ours CPU s", "reference code s", "reference/ours (wall)",
            "reference/ours (CPU)"], rows)
 
     print()
@@ -410,14 +412,15 @@ def bench_entropy(args: argparse.Namespace) -> None:
     rows = []
     for name, (s, f) in fx.items():
         ef = f["entropy_forward"]["score"]
-        for res in (480, 320, 224, 160):
-            t, c, sc = _time_scorer(make_scorer("entropy", resolution=res, batch=1, repeat=1, threads=1), s, 3)
-            row = [name, res, t, c, sc, pct(sc, ef)]
+        for pad, res in [("zeros", r) for r in (480, 320, 224, 160)] + [("circular", r) for r in (224, 160, 128, 96)]:
+            t, c, sc = _time_scorer(make_scorer("entropy", resolution=res, batch=1, repeat=1, threads=1, padding=pad),
+                                    s, 3)
+            row = [name, pad, res, t, c, sc, pct(sc, ef)]
             row.append(pct(sc, ref[name][2]) if name in ref else None)
             rs = f["entropy_forward"]["seconds_per_evaluation_reference_1_thread"]
             row.append(rs / c)
             rows.append(row)
-    table(["fixture", "resolution", "wall s", "CPU s", "score", "% vs fixture ref mean",
+    table(["fixture", "padding", "resolution", "wall s", "CPU s", "score", "% vs fixture ref mean",
            "% vs ref-settings (this run)", "reference code s / CPU s"], rows)
 
 
