@@ -1,7 +1,8 @@
 """Search benchmarks: the MAE-DET setting end to end through the Optuna driver.
 
-    python benchmarks/bench_search.py           # seeds 0, 1, 2; includes the 1M-iteration run (~2 min)
-    python benchmarks/bench_search.py --quick   # seed 0 only, no 1M run
+    python benchmarks/bench_search.py           # seeds 0, 1, 2 (f: 0-4); includes the 1M-iteration run
+    python benchmarks/bench_search.py --quick   # seed 0 only (f: 0-2), no 1M run
+    python benchmarks/bench_search.py --only f  # the search-quality table only (~8 min on 2 busy cores)
 
 a. The MAE-DET setting of tests/data/search.json (detection-k1kxk1, entropy-analytic, 480x480,
    FLOPs <= 188e8, layers <= 91, population 256, 100,000 iterations) through ``run_search`` with a
@@ -16,6 +17,12 @@ c. Driver overhead per candidate: (wall - time in the evaluate phase) / trials, 
 d. Generation size 1 / 16 / 64 / 512 at 10k iterations: wall time and best score.
 e. Forward-pass throughput on 1 vs 2 Ray workers (zennas_workers.RayBackend) and the actor round
    trip vs the in-driver analytic score, when zennas_workers is importable.
+f. Search quality at few iterations (issue 3): best score @10k / @20k / @100k per seed for the plain
+   algorithm (``warmup_iterations=0``), the default (warm-up: population 16 for the first 10k trials,
+   then 256) and each other idea tried: other warm-up sizes, population schedules, a coarse phase
+   with 4 mutation rounds, coarse-to-fine (``fine_phase``), restarts, a greedy start. Ideas that are
+   SearchSpec fields run through the driver; the others through ``evolve``, a loop that does exactly
+   what the driver does (checked here: it reproduces the driver's curve for the default).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +59,8 @@ from _common import (
 
 from zennas.search.driver import SearchResult, run_search
 from zennas.search.evaluate import DriverEvaluator
+from zennas.search.population import Population
+from zennas.search.sampler import trial_rng
 from zennas.search.spec import Budgets, SearchSpec
 from zennas.search.store import SearchStore
 from zennas.space.mutation import Mutator
@@ -68,14 +78,15 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 logging.getLogger("zennas").setLevel(logging.WARNING)
 
 
-def mae_spec(seed: int, iterations: int, *, generation: int = 16, pick: str = "any") -> SearchSpec:
+def mae_spec(seed: int, iterations: int, *, generation: int = 16, pick: str = "any", **kw: Any) -> SearchSpec:
+    """The MAE-DET setting; ``kw``: other SearchSpec fields (warmup_population, fine_phase, ...)."""
     doc = None
     if pick != "any":
         doc = get_space(SPACE).to_dict()
         doc["mutation"]["pick"] = pick
     return SearchSpec(space=SPACE, space_doc=doc, score="entropy-analytic", height=480, width=480,
                       budgets=BUDGETS, population=POPULATION, iterations=iterations, generation=generation,
-                      seed=seed)
+                      seed=seed, **kw)
 
 
 @dataclass
@@ -181,6 +192,79 @@ def plain_loop(seed: int, iterations: int, *, pick: str = "any") -> dict[str, An
     c = ev.costs(bs)
     return {"wall": wall, "cpu": cpu, "best": best, "curve": curve, "costs": c, "mutate": t_mut, "evaluate": t_ev,
             "population": t_pop}
+
+
+# -- a driver-faithful loop, for ideas that are not SearchSpec fields --------------------------------
+_ENV: dict[str, Any] = {}
+
+
+def evolve(seed: int, iterations: int, *, size: Callable[[int], int] | None = None,
+           rounds: Callable[[int], int] | None = None, fine_from: int | None = None,
+           restarts: tuple[int, int, int] | None = None, generation: int = 16) -> list[tuple[int, float]]:
+    """The driver's evolution without Optuna or a store, step for step: trial n draws from
+    ``trial_rng(seed, n)``, a generation of ``generation`` candidates is mutated from the population as
+    it was when the generation began, then told in trial order into a ``Population``. Returns the
+    best-so-far curve [(trials so far, new best)].
+
+    size(n): the population's capacity when trial n is told (grow-only; the start fills the first one);
+    rounds(n): ``Mutator.mutate`` calls for trial n (1 = the space's 2 rounds; 2 = 4 rounds);
+    fine_from: trial number from which mutations only change widths;
+    restarts (k, length, pop): k independent runs of ``length`` trials with population ``pop`` (trial
+    numbers continue from one to the next), whose members then seed the 256-member population that
+    runs the remaining trials."""
+    if not _ENV:
+        space = get_space(SPACE)
+        _ENV["space"] = space
+        _ENV["mut"] = Mutator(space, budget_layers=BUDGETS.layers, height=480, width=480)
+        _ENV["ev"] = DriverEvaluator(space.start, 480, 480, BUDGETS, space.stage_weights)
+    space, mut, ev = _ENV["space"], _ENV["mut"], _ENV["ev"]
+    start_score = ev.analytic(space.start)
+    curve: list[tuple[int, float]] = []
+    best = start_score
+
+    def run(pop: Population, first: int, last: int, size_at: Callable[[int], int] | None) -> None:
+        nonlocal best
+        n = first
+        while n < last:
+            g = min(generation, last - n)
+            cands = []
+            for number in range(n, n + g):
+                rng = trial_rng(seed, number)
+                child = pop.pick(rng)
+                fine = fine_from is not None and number >= fine_from
+                for _ in range(rounds(number) if rounds else 1):
+                    child = mut.mutate(child, rng, fine=fine)
+                cands.append(child)
+            for number, child in enumerate(cands, n):
+                if size_at is not None and size_at(number) > pop.size:
+                    pop.resize(size_at(number))
+                c, score = ev.evaluate(child)
+                if ev.violated(c) is None:
+                    pop.insert(child, score)
+                    if score > best:
+                        best = score
+                        curve.append((number + 1, score))
+            n += g
+
+    done = 0
+    seeded: list[tuple[Structure, float]] = []
+    if restarts is not None:
+        k, length, small = restarts
+        for _ in range(k):
+            p = Population(small)
+            p.seed(space.start, start_score, small)
+            run(p, done, done + length, None)
+            seeded += p.items()
+            done += length
+    size0 = size(0) if size is not None else POPULATION
+    pop = Population(size0)
+    if seeded:
+        for st, sc in sorted(seeded, key=lambda x: -x[1]):  # the restarts' members, best first
+            pop.insert(st, sc)
+    else:
+        pop.seed(space.start, start_score, size0)
+    run(pop, done, iterations, size)
+    return curve
 
 
 # -- sections --------------------------------------------------------------------------------------
@@ -336,6 +420,89 @@ def bench_generation(args: argparse.Namespace) -> None:
           "population before any of them can enter it")
 
 
+CHECKPOINTS = (10_000, 20_000, 100_000)
+
+
+def bench_ideas(args: argparse.Namespace, fx: dict[str, Any], runs: dict[int, Run]) -> None:
+    section("f. search quality at few iterations: what each idea gains (best score @10k / @20k / @100k)")
+    seeds = [int(x) for x in args.quality_seeds.split(",")]
+    n = max(args.iterations, max(CHECKPOINTS))
+    pf10, pf20 = ref_curve(fx, "pick_fixed", 10_000), ref_curve(fx, "pick_fixed", 20_000)
+    assert pf10 is not None and pf20 is not None
+
+    def grow(s0: int, until: int) -> Callable[[int], int]:
+        return lambda k: s0 if k < until else POPULATION
+
+    def doubling(s0: int, every: int) -> Callable[[int], int]:
+        return lambda k: min(POPULATION, s0 << (k // every))
+
+    def linear(s0: int, ramp: int) -> Callable[[int], int]:
+        return lambda k: min(POPULATION, s0 + (POPULATION - s0) * k // ramp)
+
+    plain = {"warmup_iterations": 0}
+    # (name, how: "driver" with SearchSpec fields, or "loop" with evolve() keywords)
+    ideas: list[tuple[str, str, dict[str, Any]]] = [
+        ("plain algorithm (warmup_iterations=0)", "driver", plain),
+        ("**default**: warm-up, population 16 for 10k trials, then 256", "driver", {}),
+        ("warm-up 8 for 10k", "driver", {"warmup_population": 8}),
+        ("warm-up 32 for 10k", "driver", {"warmup_population": 32}),
+        ("warm-up 16 for 5k", "driver", {"warmup_iterations": 5_000}),
+        ("warm-up 16 for 20k", "driver", {"warmup_iterations": 20_000}),
+        ("greedy start: warm-up 2 for 10k", "driver", {"warmup_population": 2}),
+        ("schedule: 8, doubled every 2k (256 from 10k)", "loop", {"size": doubling(8, 2_000)}),
+        ("schedule: 8 growing linearly to 256 over 40k", "loop", {"size": linear(8, 40_000)}),
+        ("coarse phase: 4 mutation rounds for 5k, plain", "loop", {"rounds": lambda k: 2 if k < 5_000 else 1}),
+        ("coarse phase: 4 rounds for 2k + default warm-up", "loop",
+         {"rounds": lambda k: 2 if k < 2_000 else 1, "size": grow(16, 10_000)}),
+        ("coarse-to-fine: fine_phase 0.2, plain", "driver", {**plain, "fine_phase": 0.2}),
+        ("coarse-to-fine: fine_phase 0.2 + default warm-up", "driver", {"fine_phase": 0.2}),
+        ("restarts: 4 x 10k at population 8, then 256", "loop", {"restarts": (4, 10_000, 8)}),
+        ("restarts: 8 x 5k at population 16, then 256", "loop", {"restarts": (8, 5_000, 16)}),
+    ]
+    results: dict[str, dict[int, list[float]]] = {}
+    walls: dict[str, list[float]] = {}
+    for name, how, kw in ideas:
+        results[name], walls[name] = {}, []
+        for seed in seeds:
+            if how == "driver":
+                rr = runs[seed] if (not kw and n == args.iterations and seed in runs) else run_driver(
+                    mae_spec(seed, n, **kw))
+                curve, wall = rr.result.best_curve, rr.wall
+            else:
+                t0 = time.perf_counter()
+                curve = evolve(seed, n, **kw)
+                wall = time.perf_counter() - t0
+            results[name][seed] = [best_at(curve, c) for c in CHECKPOINTS]
+            walls[name].append(wall)
+    base = results[ideas[0][0]]
+    rows = []
+    for name, how, _ in ideas:
+        r = results[name]
+        row: list[Any] = [name, how]
+        for j, _c in enumerate(CHECKPOINTS):
+            row.append(" / ".join(f"{r[sd][j]:.1f}" for sd in seeds))
+            row.append(f"{statistics.fmean(r[sd][j] for sd in seeds):.1f} "
+                       f"({statistics.fmean(r[sd][j] - base[sd][j] for sd in seeds):+.1f})")
+        ok = sum(r[sd][0] >= pf10 and r[sd][1] >= pf20 for sd in seeds)
+        row += [f"{ok}/{len(seeds)}", min(walls[name])]
+        rows.append(row)
+    hdr = ["idea", "run by"]
+    for c in CHECKPOINTS:
+        hdr += [f"@{c // 1000}k, seeds {','.join(map(str, seeds))}", f"@{c // 1000}k mean (vs plain)"]
+    table([*hdr, f"seeds >= {pf10} @10k and {pf20} @20k", f"wall s ({n:,}, best)"], rows)
+    print(f"reference (pick fixed, search.json): {pf10} @10k, {pf20} @20k. 'driver' rows are run_search with a "
+          "SQLite store (their wall time is the driver's); 'loop' rows are evolve(), the driver's algorithm "
+          "without Optuna or a store (its wall time is not comparable)")
+    # evolve() must do what the driver does, or the 'loop' rows mean nothing
+    d = results[ideas[1][0]]
+    same = all(best_at(evolve(sd, 20_000, size=grow(16, 10_000)), c) == d[sd][j]
+               for sd in seeds[:2] for j, c in enumerate(CHECKPOINTS[:2]))
+    print(f"evolve() reproduces the driver's default curve @10k/@20k (seeds {seeds[:2]}): {'yes' if same else 'NO'}")
+    dw = walls[ideas[1][0]]
+    print(f"default through the driver, {n:,} iterations: wall {min(dw):.2f}-{max(dw):.2f} s "
+          f"(target <= {TARGET_100K_S:.0f} s: {verdict(min(dw) <= TARGET_100K_S)})")
+
+
 def bench_ray(args: argparse.Namespace) -> None:
     section("e. forward-pass entropy on Ray workers, and the actor round trip")
     ok, why = ray_backend_available()
@@ -447,15 +614,18 @@ def bench_ray(args: argparse.Namespace) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="one seed, no 1M-iteration run")
-    p.add_argument("--only", choices=("a", "b", "c", "d", "e"), action="append",
+    p.add_argument("--only", choices=("a", "b", "c", "d", "e", "f"), action="append",
                    help="sections to run (c always comes with a)")
     p.add_argument("--iterations", type=int, default=100_000, help="iterations of the section-a runs")
+    p.add_argument("--quality-seeds", default="0,1,2,3,4", help="seeds of section f (--quick: 0,1,2)")
     p.add_argument("--ray-candidates", type=int, default=64)
     p.add_argument("--ray-repeats", type=int, default=2, help="repeats of each 64-candidate pass (best kept)")
     args = p.parse_args()
     header("bench_search")
     fx = load_search_fixture()
-    only = set(args.only or ("a", "b", "c", "d", "e"))
+    only = set(args.only or ("a", "b", "c", "d", "e", "f"))
+    if args.quick and args.quality_seeds == p.get_default("quality_seeds"):
+        args.quality_seeds = "0,1,2"
     runs: dict[int, Run] = {}
     if only & {"a", "c"}:
         runs = bench_mae(args, fx)
@@ -465,6 +635,8 @@ def main() -> None:
         bench_generation(args)
     if "e" in only:
         bench_ray(args)
+    if "f" in only:
+        bench_ideas(args, fx, runs)
 
 
 if __name__ == "__main__":
