@@ -532,7 +532,7 @@ def bench_ray(args: argparse.Namespace) -> None:
     def task(i: int, s: Structure | None, score: str | None) -> dict[str, Any]:
         s = s or space.start
         return {"number": i, "structure": [b.to_dict() for b in s.blocks], "score": score,
-                "score_settings": {"resolution": 224}, "height": 480, "width": 480, "latency": None,
+                "score_settings": {}, "height": 480, "width": 480, "latency": None,
                 "latency_budget_ms": None}
 
     tasks = [task(i, s, "entropy") for i, s in enumerate(cands)]
@@ -580,7 +580,8 @@ def bench_ray(args: argparse.Namespace) -> None:
     finally:
         ray.shutdown()
     print(f"{len(tasks)} feasible candidates of a population-like walk from the MAE-DET start; entropy at "
-          f"score_settings {{'resolution': 224}} (batch 1, repeat 1); best of {args.ray_repeats} passes; actors "
+          "its default settings (128x128, circular padding, batch 1, repeat 1); best of"
+          f" {args.ray_repeats} passes; actors "
           "started and warmed before timing")
     table(["backend", "candidates", "s", "candidates/s", "scores equal local"], rows)
     if 1 in rates and 2 in rates:
@@ -605,7 +606,7 @@ def bench_ray(args: argparse.Namespace) -> None:
          1e6 * rt["batch16"]],
         ["Ray actor round trip, per task in a batch of 16 (in_flight=4)", rt["batch16_pipelined"],
          1e6 * rt["batch16_pipelined"]],
-        ["forward-pass entropy at 224, batch 1 (LocalBackend, 1 thread)", t_fw, 1e6 * t_fw],
+        ["forward-pass entropy, default settings (LocalBackend, 1 thread)", t_fw, 1e6 * t_fw],
     ])
     print(f"round trip / analytic: {rt['single'] / t_an_ev:,.0f}x; forward-pass / round trip: "
           f"{t_fw / rt['single']:,.0f}x")
