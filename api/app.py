@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from zennas_api import problems
 from zennas_api.db import make_engine, migrate
 from zennas_api.queue import JobQueue
@@ -30,6 +30,50 @@ def _metrics() -> dict[str, Any]:
     }
 
 
+class LimitsAndMetrics:
+    """The body-size limit and the request-latency histogram, as plain ASGI middleware.
+
+    (Not ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware`` wraps every request in a task
+    group and memory streams, which cost more CPU than the status poll it wraps.) The latency is the
+    time to the response's start (its status and headers), so a long SSE stream is not counted as one
+    slow request; ``route`` is the matched route's template, "unmatched" when none matched."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, latency: Histogram) -> None:
+        self.app, self.max_body_bytes, self.latency = app, max_body_bytes, latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = te = None
+        for k, v in scope["headers"]:
+            if k == b"content-length":
+                length = v.decode("latin-1")
+            elif k == b"transfer-encoding":
+                te = v.decode("latin-1")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            await problems.problem(413, "Payload too large",
+                                   f"the body is {length} bytes; the limit is {self.max_body_bytes}",
+                                   errors=[{"field": "body", "message": "too large"}])(scope, receive, send)
+            return
+        if length is None and te is not None and "chunked" in te.lower():
+            # a chunked body has no length to check up front; refuse it rather than read it unbounded
+            await problems.problem(411, "Length required",
+                                   "send the body with a Content-Length header (chunked bodies are not accepted)",
+                                   errors=[{"field": "content-length", "message": "required"}])(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+
+        async def timed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                route = scope.get("route")
+                self.latency.labels(scope["method"], getattr(route, "path", "unmatched")).observe(
+                    time.perf_counter() - t0)
+            await send(message)
+
+        await self.app(scope, receive, timed_send)
+
+
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
     settings = settings or Settings()
     if run_migrations:
@@ -46,23 +90,5 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.include_router(system.router)
     app.include_router(console.router)  # last: the console's `/` must not shadow the API
 
-    @app.middleware("http")
-    async def limits_and_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-            return problems.problem(413, "Payload too large",
-                                    f"the body is {length} bytes; the limit is {settings.max_body_bytes}",
-                                    errors=[{"field": "body", "message": "too large"}])
-        if length is None and "chunked" in request.headers.get("transfer-encoding", "").lower():
-            # a chunked body has no length to check up front; refuse it rather than read it unbounded
-            return problems.problem(411, "Length required",
-                                    "send the body with a Content-Length header (chunked bodies are not accepted)",
-                                    errors=[{"field": "content-length", "message": "required"}])
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        app.state.metrics["latency"].labels(request.method, getattr(route, "path", "unmatched")).observe(
-            time.perf_counter() - t0)
-        return response
-
+    app.add_middleware(LimitsAndMetrics, max_body_bytes=settings.max_body_bytes, latency=app.state.metrics["latency"])
     return app

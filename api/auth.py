@@ -67,9 +67,13 @@ def verify_key(engine: Engine, key: str) -> Principal | None:
     return _key_principal(engine, kid, secret)
 
 
+# built once (every authenticated request runs it; SQLAlchemy caches the compiled form)
+_BY_ID = sa.select(api_keys.c.tenant, api_keys.c.hash, api_keys.c.revoked_at).where(api_keys.c.id == sa.bindparam("id"))
+
+
 def _key_principal(engine: Engine, kid: str, secret: str | None) -> Principal | None:
     with engine.connect() as c:
-        row = c.execute(sa.select(api_keys).where(api_keys.c.id == kid)).first()
+        row = c.execute(_BY_ID, {"id": kid}).first()
     if row is None or row.revoked_at is not None:
         return None
     if secret is not None and not hmac.compare_digest(row.hash, _digest(secret)):

@@ -13,18 +13,26 @@ from zennas_api.settings import Settings
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
 
-def get_settings(request: Request) -> Settings:
+# The dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in the
+# threadpool, one thread hop per dependency per request, which for these one-liners cost more than the
+# status poll that uses them. The key lookup is one primary-key read, done on the event loop like the
+# status poll's own read (see ``routes.searches.get_search``). It is not cached: a key revoked, by any
+# process, is refused from the very next request on.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_queue(request: Request) -> JobQueue:
+async def get_queue(request: Request) -> JobQueue:
     return request.app.state.queue  # type: ignore[no-any-return]
 
 
-def get_principal(request: Request) -> Principal:
+DEV = Principal("dev", None)
+
+
+async def get_principal(request: Request) -> Principal:
     settings: Settings = request.app.state.settings
     if settings.dev_mode:
-        return Principal("dev", None)
+        return DEV
     engine = request.app.state.engine
     auth = request.headers.get("authorization")
     if auth:
