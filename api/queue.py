@@ -64,7 +64,16 @@ class Job:
 
     @property
     def etag(self) -> str:
-        return f'"{self.id}-{self.state}-{self.progress_seq}-{int(self.updated_at * 1000)}"'
+        return etag(self.id, self.state, self.progress_seq, self.updated_at)
+
+
+def etag(jid: str, state: str, progress_seq: int | None, updated_at: float) -> str:
+    """A job's ETag, from its row (a ``Job`` or the raw columns: see ``JobQueue.get_row``)."""
+    return f'"{jid}-{state}-{progress_seq or 0}-{int(updated_at * 1000)}"'
+
+
+# built once: constructing the statement costs as much as running it (SQLAlchemy caches the compilation)
+_GET_ROW = sa.select(jobs).where(jobs.c.id == sa.bindparam("id"), jobs.c.tenant == sa.bindparam("tenant"))
 
 
 class JobQueue:
@@ -117,6 +126,11 @@ class JobQueue:
         with self.engine.connect() as c:
             r = c.execute(q).first()
         return Job.from_row(r) if r else None
+
+    def get_row(self, jid: str, tenant: str) -> Any:
+        """The job's raw row (JSON columns still text), or None: for reads that may need no parsing."""
+        with self.engine.connect() as c:
+            return c.execute(_GET_ROW, {"id": jid, "tenant": tenant}).first()
 
     def list(self, tenant: str, *, state: str | None = None, cursor: str | None = None,
              limit: int = 50) -> tuple[list[Job], str | None]:

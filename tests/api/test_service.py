@@ -116,6 +116,45 @@ def test_submit_poll_etag_download(service: Any) -> None:
 
 
 @pytest.mark.timeout(180)
+def test_status_document_is_rendered_per_version_and_host(service: Any) -> None:
+    """The status poll serves a version of the job rendered once (the server caches the JSON per row
+    version): every answer equals the document the listing renders afresh, a change (cancel, delete)
+    shows at once, and the absolute links follow the Host the client used."""
+    t = tenant()
+    with service.server.client(service.new_key(t)) as c:
+        jid = submit(c, LONG)["id"]
+        try:
+            wait_state(c, jid, ("running",), timeout=60, pred=lambda j: bool(j["progress"]))
+            seen = set()
+            for _ in range(20):  # a running job: progress every ~0.25 s, each GET a (new or cached) version
+                r = c.get(f"/v1/searches/{jid}")
+                assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+                doc = r.json()
+                assert doc["state"] == "running" and doc["id"] == jid
+                seen.add(doc["progress"]["iteration"])
+                time.sleep(0.05)
+            assert len(seen) >= 2  # the cached document did not freeze the progress
+            assert c.post(f"/v1/searches/{jid}/cancel").status_code == 200
+            job = wait_state(c, jid, timeout=60)
+            assert job["state"] == "cancelled"
+        finally:
+            c.post(f"/v1/searches/{jid}/cancel")
+        first, second = c.get(f"/v1/searches/{jid}"), c.get(f"/v1/searches/{jid}")  # rendered, then cached
+        assert first.content == second.content and first.headers["etag"] == second.headers["etag"]
+        listed = [j for j in c.get("/v1/searches").json()["items"] if j["id"] == jid]
+        assert listed == [first.json()]
+        # the same version asked for under another host name: links with that host, not the cached ones
+        host = f"localhost:{service.server.port}"
+        other = c.get(f"/v1/searches/{jid}", headers={"Host": host}).json()
+        assert other["links"]["self"] == f"http://{host}/v1/searches/{jid}"
+        assert first.json()["links"]["self"] == f"{service.url}/v1/searches/{jid}"
+        assert {k: v for k, v in other.items() if k != "links"} == {k: v for k, v in first.json().items()
+                                                                    if k != "links"}
+        assert c.delete(f"/v1/searches/{jid}").status_code == 204
+        assert_problem(c.get(f"/v1/searches/{jid}"), 404, "search_id")
+
+
+@pytest.mark.timeout(180)
 def test_python_client(service: Any, tmp_path: Path) -> None:
     with Client(service.url, service.keys["a"]) as cl:
         job = cl.submit({**SMALL, "seed": 5})
@@ -414,6 +453,7 @@ def test_sse_progress_events(service: Any) -> None:
 def test_metrics(service: Any) -> None:
     with service.client("a") as c:
         assert c.get("/v1/searches").status_code == 200
+        assert c.get(f"/v1/searches/{'0' * 32}").status_code == 404
     r = httpx.get(service.url + "/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     text = r.text
@@ -425,6 +465,11 @@ def test_metrics(service: Any) -> None:
     assert any(ln.startswith("zennas_request_seconds_bucket{") for ln in ours), lines
     count = [ln for ln in ours if ln.startswith("zennas_request_seconds_count{")]
     assert count and float(count[0].rsplit(" ", 1)[1]) >= 1
+    # the route's template, not the path: one series for every search id
+    one = [ln for ln in lines if ln.startswith("zennas_request_seconds_count{")
+           and 'method="GET"' in ln and 'route="/v1/searches/{search_id}"' in ln]
+    assert one and float(one[0].rsplit(" ", 1)[1]) >= 1, lines
+    assert not any("0" * 32 in ln for ln in lines)
 
 
 @pytest.mark.timeout(60)
