@@ -220,13 +220,24 @@ def test_circular_padding_removes_the_resolution_bias() -> None:
     assert all(abs(v / ref - 1) < 5e-3 for v in circ.values())
 
 
-def test_circular_padding_needs_feature_maps_at_least_the_padding() -> None:
-    s = Structure((Block("ConvKXBNRELU", 3, 8, 2, 3), Block("SuperResK1KXK1", 8, 16, 2, 5, 1, 8)))
-    with pytest.raises(ScoreError, match="too small for circular padding") as ei:
-        make_scorer("entropy", resolution=2, stage_weights=[1, 1])(s)  # the 5x5 conv (padding 2) sees a 1x1 map
-    assert ei.value.field == "resolution"
-    make_scorer("entropy", resolution=2, padding="zeros", stage_weights=[1, 1])(s)  # zeros pad any size
-    make_scorer("entropy", resolution=4, stage_weights=[1, 1])(s)  # 2x2 maps: padding 2 wraps exactly once
+@pytest.mark.parametrize(("h", "w", "ph", "pw"), [(5, 6, 2, 3), (4, 4, 1, 1), (2, 3, 3, 2), (1, 1, 2, 2), (3, 1, 1, 3)])
+def test_circular_pad_is_periodic(h: int, w: int, ph: int, pw: int) -> None:
+    """Every padded pixel equals the map's pixel at its coordinates modulo the map size, including
+    paddings larger than the map (where F.pad refuses)."""
+    from zennas.score.entropy import circular_pad
+
+    x = torch.arange(2 * 3 * h * w, dtype=torch.float32).view(2, 3, h, w)
+    y = circular_pad(x, ph, pw)
+    assert y.shape == (2, 3, h + 2 * ph, w + 2 * pw)
+    for i in range(h + 2 * ph):
+        for j in range(w + 2 * pw):
+            assert torch.equal(y[..., i, j], x[..., (i - ph) % h, (j - pw) % w])
+
+
+def test_circular_padding_on_maps_smaller_than_the_padding() -> None:
+    s = Structure((Block("ConvKXBNRELU", 3, 8, 2, 3), Block("SuperResK1KXK1", 8, 16, 2, 7, 1, 8)))
+    r = make_scorer("entropy", resolution=2, stage_weights=[1, 1])(s)  # the 7x7 conv sees a 1x1 map
+    assert math.isfinite(r.score)
 
 
 def test_entropy_padding_is_validated() -> None:

@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from zennas.blocks import build_backbone
 from zennas.cost import check_size
-from zennas.errors import ScoreError, SpecError
+from zennas.errors import SpecError
 from zennas.score._torch import torch_threads
 from zennas.score.base import DETECTION_WEIGHTS, ScoreResult, check_counts, check_weights, register_score, weigh
 from zennas.space.structure import Structure
@@ -75,6 +75,17 @@ def gaussian_views(seed: int, repeat: int, sizes: list[int]) -> list[torch.Tenso
         out.append(_chunk(seed, i)[off : off + n])
         pos = i * _CHUNK + off + n
     return out
+
+
+def circular_pad(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
+    """Pad the last two dims periodically (the map tiled around itself), also when the padding
+    exceeds the map, where ``F.pad(mode="circular")`` refuses: a 2x2 map under a 7x7 conv wraps twice."""
+    h, w = x.shape[-2], x.shape[-1]
+    if ph <= h and pw <= w:
+        return F.pad(x, (pw, pw, ph, ph), mode="circular")
+    th, tw = -(-ph // h), -(-pw // w)  # whole tiles needed on each side
+    t = x.repeat(1, 1, 2 * th + 1, 2 * tw + 1)
+    return t[..., th * h - ph : th * h + h + ph, tw * w - pw : tw * w + w + pw]
 
 
 REFERENCE_SETTINGS: dict[str, Any] = {"height": 480, "width": 480, "batch": 32, "repeat": 4, "padding": "zeros"}
@@ -141,13 +152,7 @@ class Entropy:
                         for op in unit:
                             if circular and isinstance(op, nn.Conv2d) and op.padding != (0, 0):
                                 ph, pw = (int(p) for p in op.padding)  # a tuple of ints for a numeric padding
-                                if ph > x.shape[-2] or pw > x.shape[-1]:  # circular padding wraps once at most
-                                    raise ScoreError(
-                                        f"score resolution {self.height}x{self.width} is too small for circular "
-                                        f"padding: a {op.kernel_size[0]}x{op.kernel_size[1]} conv sees a "
-                                        f"{x.shape[-2]}x{x.shape[-1]} feature map; use a larger resolution "
-                                        "(e.g. 128) or padding='zeros'", field="resolution")
-                                x = F.conv2d(F.pad(x, (pw, pw, ph, ph), mode="circular"), op.weight, None,
+                                x = F.conv2d(circular_pad(x, ph, pw), op.weight, None,
                                              op.stride, 0, op.dilation, op.groups)
                             else:
                                 x = op(x)  # type: ignore[operator]
