@@ -158,8 +158,9 @@ async def get_search(search_id: str, request: Request, queue: QueueDep, principa
     #
     # The read runs on the event loop, not in the threadpool: it is one indexed row (~0.1 ms on SQLite,
     # one round trip on PostgreSQL), cheaper than the thread hop, and under CPU contention every hop is
-    # one more wait for a core (bench_api: p99 16 ms inline vs 190-250 ms through the threadpool on a
-    # loaded 2-core machine). SQLite readers never wait for the writer (WAL).
+    # one more wait for a core (bench_api, same session, a loaded 2-core machine: p99 16 ms vs 187 ms
+    # through the threadpool on SQLite, 45 vs 417 ms on PostgreSQL). SQLite readers never wait for the
+    # writer (WAL).
     row = queue.get_row(search_id, principal.tenant)
     if row is None:
         raise Problem(404, "Not found", f"no search {search_id!r}", field="search_id")
