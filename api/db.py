@@ -51,6 +51,10 @@ def make_engine(url: str) -> Engine:
         kw["connect_args"] = {"timeout": 30, "check_same_thread": False}
     else:
         kw["pool_pre_ping"] = True
+        # the status poll reads on the event loop: an unreachable server must fail a request, not
+        # stall the HTTP process (reads of committed rows never wait on locks under MVCC)
+        kw["connect_args"] = {"connect_timeout": 10}
+        kw["pool_timeout"] = 10
         kw["pool_size"] = 10
         kw["max_overflow"] = 20
     eng = sa.create_engine(url, **kw)
