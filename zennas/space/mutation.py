@@ -164,10 +164,6 @@ class Mutator:
         return sum([cpu[b[0]] * b[5] for b in blocks])
 
     # -- one field of one block ---------------------------------------------------------------
-    def _channels(self, c: int, rng: random.Random) -> int:
-        r = self.rules
-        return min(r.max_channels, smart_round(c * _pick(rng, r.channel_multipliers), r.channel_round))
-
     def mutate_block(self, blocks: tuple[RawBlock, ...], idx: int, rng: random.Random,
                      fine: bool = False) -> RawBlock | None:
         """Block ``idx`` with one field changed (its ``in`` not yet re-chained), or None if it cannot
