@@ -166,7 +166,8 @@ class Dispatcher:
             if local < self.settings.max_concurrent_searches:
                 try:
                     claimed = self.queue.claim(self.owner, lease_seconds=self.settings.lease_seconds,
-                                               max_concurrent=self.settings.max_concurrent_searches)
+                                               max_concurrent=self.settings.max_concurrent_searches,
+                                               max_per_tenant=self.settings.max_running_per_tenant)
                 except Exception as e:  # a transient database error (locked, connection lost) must not end the dispatcher
                     log.warning("claiming a job failed (%s: %s); retrying", type(e).__name__, str(e).splitlines()[0])
             if claimed is not None:

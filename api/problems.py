@@ -55,8 +55,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(QueueLimit)
     async def _limit(request: Request, exc: QueueLimit) -> JSONResponse:
-        return problem(429 if exc.field == "tenant" else 400, "Limit reached" if exc.field == "tenant" else "Bad request",
-                       str(exc), instance=request.url.path, errors=[{"field": exc.field, "message": str(exc)}])
+        status = exc.status or (429 if exc.field == "tenant" else 400)
+        title = {429: "Limit reached", 422: "Invalid input"}.get(status, "Bad request")
+        return problem(status, title, str(exc), instance=request.url.path,
+                       errors=[{"field": exc.field, "message": str(exc)}])
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -25,9 +25,13 @@ FINISHED = ("succeeded", "failed", "cancelled")
 
 
 class QueueLimit(Exception):
-    def __init__(self, message: str, field: str) -> None:
+    """A request the queue refuses, naming the field; ``status`` overrides the HTTP status the service
+    derives from the field (429 for a tenant's limit, else 400)."""
+
+    def __init__(self, message: str, field: str, status: int | None = None) -> None:
         super().__init__(message)
         self.field = field
+        self.status = status
 
 
 @dataclass
@@ -85,11 +89,11 @@ class JobQueue:
     def create(self, tenant: str, spec: dict[str, Any], *, idempotency_key: str | None = None,
                max_queued: int | None = None) -> tuple[Job, bool]:
         """Store a new queued job; returns (job, created). A repeated Idempotency-Key returns the
-        tenant's existing job."""
+        tenant's existing job, provided the spec is the same (else :class:`QueueLimit`, 422)."""
         if idempotency_key is not None:
             existing = self._by_key(tenant, idempotency_key)
             if existing is not None:
-                return existing, False
+                return self._same_request(existing, spec, idempotency_key), False
         now = time.time()
         jid = uuid.uuid4().hex
         with self.engine.begin() as c:
@@ -108,10 +112,19 @@ class JobQueue:
         if idempotency_key is not None:
             job = self._by_key(tenant, idempotency_key)
             assert job is not None
-            return job, job.id == jid
+            if job.id != jid:  # another request with this key won the race
+                return self._same_request(job, spec, idempotency_key), False
+            return job, True
         job2 = self.get(jid)
         assert job2 is not None
         return job2, True
+
+    @staticmethod
+    def _same_request(job: Job, spec: dict[str, Any], key: str) -> Job:
+        if json.loads(json.dumps(spec)) != job.spec:
+            raise QueueLimit(f"Idempotency-Key {key!r} was already used for search {job.id} with a different "
+                             "spec; use a new key for a new search", field="Idempotency-Key", status=422)
+        return job
 
     def _by_key(self, tenant: str, key: str) -> Job | None:
         with self.engine.connect() as c:
@@ -186,10 +199,19 @@ class JobQueue:
                 jobs.c.state.in_(FINISHED), jobs.c.finished_at < older_than))]
 
     # -- the dispatcher's side ------------------------------------------------------------------
-    def claim(self, owner: str, *, lease_seconds: float, max_concurrent: int) -> Job | None:
+    def claim(self, owner: str, *, lease_seconds: float, max_concurrent: int,
+              max_per_tenant: int | None = None) -> Job | None:
+        """The oldest claimable job, leased to ``owner``: at most ``max_concurrent`` live jobs in all and
+        ``max_per_tenant`` per tenant (a tenant at its cap waits; the others' jobs go ahead)."""
         now = time.time()
         claimable = sa.or_(jobs.c.state == "queued",
                            sa.and_(jobs.c.state == "running", jobs.c.lease_expires < now))
+        if max_per_tenant is not None:
+            mine = jobs.alias("mine")
+            tenant_live = sa.select(sa.func.count()).select_from(mine).where(
+                mine.c.tenant == jobs.c.tenant, mine.c.state == "running",
+                mine.c.lease_expires >= now).scalar_subquery()
+            claimable = sa.and_(claimable, tenant_live < max_per_tenant)
         live = sa.select(sa.func.count()).select_from(jobs).where(
             jobs.c.state == "running", jobs.c.lease_expires >= now).scalar_subquery()
         values = {"state": "running", "owner": owner, "lease_expires": now + lease_seconds, "updated_at": now,

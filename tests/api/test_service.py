@@ -271,6 +271,10 @@ def test_idempotency_key(service: Any) -> None:
         assert all_ids(c) == [r1.json()["id"]]
         r3 = c.post("/v1/searches", json=SMALL, headers={"Idempotency-Key": "k-2"})
         assert r3.json()["id"] != r1.json()["id"]
+        # the same key with another spec is an error, not the first job (and creates nothing)
+        p = assert_problem(c.post("/v1/searches", json={**SMALL, "seed": 7}, headers={"Idempotency-Key": "k-1"}),
+                           422, "Idempotency-Key")
+        assert r1.json()["id"] in p["detail"]
 
         # many simultaneous submissions with one key: one job
         ids: list[str] = []
