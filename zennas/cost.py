@@ -106,6 +106,9 @@ def bottleneck_cost(cin: int, out: int, stride: int, k: int, layers: int, btn: i
     return BlockCost(flops, params, 3 * layers, tuple(log_std))
 
 
+BOTTLENECK_DEPTHWISE = {"SuperResK1KXK1": False, "SuperResK1DWK1": True}  # bottleneck types: is the kxk depthwise
+
+
 def _bottleneck_units(b: Block, depthwise: bool) -> BlockCost:
     assert b.bottleneck is not None  # validated by Structure
     return bottleneck_cost(b.in_channels, b.out_channels, b.stride, b.kernel, b.layers, b.bottleneck, depthwise)
@@ -136,10 +139,9 @@ def block_cost(b: Block) -> BlockCost:
     """Per-block analytic cost; cached, since a mutation changes only one or two blocks."""
     if b.type == "ConvKXBNRELU":
         return _stem(b)
-    if b.type == "SuperResK1KXK1":
-        return _bottleneck_units(b, depthwise=False)
-    if b.type == "SuperResK1DWK1":
-        return _bottleneck_units(b, depthwise=True)
+    depthwise = BOTTLENECK_DEPTHWISE.get(b.type)
+    if depthwise is not None:
+        return _bottleneck_units(b, depthwise)
     if b.type == "S2D":
         return _s2d(b)
     raise SpecError(f"no cost model for block type {b.type!r} (known: {', '.join(BLOCK_KINDS)})")

@@ -178,7 +178,6 @@ class Entropy:
         )
 
 
-
 def _first(*values: Any) -> Any:
     """The first value given (not None); 0 is a value, and is then rejected by validation."""
     return next(v for v in values if v is not None)

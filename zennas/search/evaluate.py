@@ -11,13 +11,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from zennas.cost import block_cost, bottleneck_cost
+from zennas.cost import BOTTLENECK_DEPTHWISE, block_cost, bottleneck_cost
 from zennas.score.analytic import _block_log_std
 from zennas.search.spec import Budgets
 from zennas.space.mutation import RawBlock
 from zennas.space.structure import Block, Structure
-
-_BOTTLENECKS = {"SuperResK1KXK1": False, "SuperResK1DWK1": True}  # type -> depthwise
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +146,9 @@ class DriverEvaluator:
         return flops, params, layers, total
 
     def _raw_block(self, b: RawBlock) -> tuple[float, float, int, float]:
-        typ = b[0]
-        if typ in _BOTTLENECKS and b[6] is not None:  # the common miss: no Block object, no lru lookups
-            bc = bottleneck_cost(b[1], b[2], b[3], b[4], b[5], b[6], _BOTTLENECKS[typ])
+        depthwise = BOTTLENECK_DEPTHWISE.get(b[0])
+        if depthwise is not None and b[6] is not None:  # the common miss: no Block object, no lru lookups
+            bc = bottleneck_cost(b[1], b[2], b[3], b[4], b[5], b[6], depthwise)
             return (bc.flops_per_pixel, bc.params, bc.layers, math.fsum(bc.log_std))
         return self._block(Block(*b))
 

@@ -119,22 +119,7 @@ class Mutator:
         self._stems = frozenset(name for name, kind in BLOCK_KINDS.items() if kind.stem)
         self._max_layers = {name: kind.max_layers for name, kind in BLOCK_KINDS.items()}
 
-        r = self.rules  # bound once: the hot path reads these per call
-        self._stem_max_out = r.stem_max_out
-        self._shrink_ratio = r.kernel_shrink_ratio
-        self._mults = r.channel_multipliers
-        self._round = r.channel_round
-        self._max_channels = r.max_channels
-        self._stem_fields = r.stem_fields
-        self._out_max_next = r.out_max_next
-        self._out_max_in = r.out_max_in_ratio
-        self._out_min_in = r.out_min_in_ratio
-        self._next_div = r.next_out_divisor
-        self._btn_max_ratio = r.btn_max_out_ratio
-        self._btn_div = r.btn_min_divisor
-        self._layer_deltas = r.layer_deltas
         self._layer_choices: dict[int, tuple[int, ...]] = {}  # current layers -> the values a change may give
-        self._first_max_layers = r.first_block_max_layers
         self._intern: dict[RawBlock, Block] = {}  # raw tuple -> the one Block object for it
 
     # -- raw tuples <-> blocks ---------------------------------------------------------------------
@@ -167,22 +152,22 @@ class Mutator:
     def mutate_block(self, blocks: tuple[RawBlock, ...], idx: int, rng: random.Random,
                      fine: bool = False) -> RawBlock | None:
         """Block ``idx`` with one field changed (its ``in`` not yet re-chained), or None if it cannot
-        change (a stem standing last). Hot path: the rules are read from locals bound in ``__init__``
-        and ``_pick``/``smart_round`` are inlined (same draws, same arithmetic)."""
+        change (a stem standing last). Hot path: ``_pick`` is inlined (same draws)."""
         typ, cin, out, stride, k, layers, btn = blocks[idx]
         nxt = blocks[idx + 1] if idx + 1 < len(blocks) else None
         rand = rng.random
-        mults = self._mults
-        base = self._round
+        r = self.rules
+        mults = r.channel_multipliers
+        base = r.channel_round
         if idx == 0 and typ in self._stems:
             if nxt is None:
                 return None  # the last block of the list is never a stem mutation
-            sf = self._stem_fields
+            sf = r.stem_fields
             if sf[int(rand() * len(sf))] == "out":
-                out = min(self._max_channels, max(base, round(out * mults[int(rand() * len(mults))] / base) * base))
-                if self._stem_max_out is not None and out > self._stem_max_out:
-                    out = self._stem_max_out
-                if self._out_max_next and out > nxt[2]:
+                out = min(r.max_channels, smart_round(out * mults[int(rand() * len(mults))], base))
+                if r.stem_max_out is not None and out > r.stem_max_out:
+                    out = r.stem_max_out
+                if r.out_max_next and out > nxt[2]:
                     out = nxt[2]
                 return (typ, cin, out, stride, k, layers, btn)
             return (typ, cin, out, stride, self._kernel(k, rng), layers, btn)
@@ -190,31 +175,31 @@ class Mutator:
         fields = self._fine_fields[typ] if fine else self._fields[typ]
         what = fields[int(rand() * len(fields))]
         if what == "out":
-            out = min(self._max_channels, max(base, round(out * mults[int(rand() * len(mults))] / base) * base))
-            if self._out_max_in is not None:
-                out = min(out, int(self._out_max_in * cin))
-            if self._out_min_in is not None:
-                out = max(out, math.ceil(self._out_min_in * cin))
+            out = min(r.max_channels, smart_round(out * mults[int(rand() * len(mults))], base))
+            if r.out_max_in_ratio is not None:
+                out = min(out, int(r.out_max_in_ratio * cin))
+            if r.out_min_in_ratio is not None:
+                out = max(out, math.ceil(r.out_min_in_ratio * cin))
             if nxt is not None:
-                if self._out_max_next and out > nxt[2]:
+                if r.out_max_next and out > nxt[2]:
                     out = nxt[2]
-                if self._next_div is not None:
-                    floor = max(base, round(nxt[2] / self._next_div / base) * base)
+                if r.next_out_divisor is not None:
+                    floor = smart_round(nxt[2] / r.next_out_divisor, base)
                     if out < floor:
                         out = floor
         elif what == "kernel":
             k = self._kernel(k, rng)
         elif what == "bottleneck" and btn is not None:
-            btn = min(int(out * self._btn_max_ratio),
-                      min(self._max_channels, max(base, round(btn * mults[int(rand() * len(mults))] / base) * base)))
+            btn = min(int(out * r.btn_max_out_ratio),
+                      min(r.max_channels, smart_round(btn * mults[int(rand() * len(mults))], base)))
         elif what == "layers":
             choices = self._layer_choices.get(layers)
             if choices is None:
                 choices = self._layer_choices[layers] = tuple(
-                    v for v in (max(1, layers + d) for d in self._layer_deltas) if v != layers)
+                    v for v in (max(1, layers + d) for d in r.layer_deltas) if v != layers)
             new = choices[int(rand() * len(choices))] if choices else layers
-            if idx == 1 and self._first_max_layers is not None:
-                new = min(self._first_max_layers, new)
+            if idx == 1 and r.first_block_max_layers is not None:
+                new = min(r.first_block_max_layers, new)
             else:
                 cap = self._layer_cap[typ]
                 if cap is not None:
@@ -223,8 +208,8 @@ class Mutator:
             if kmax is not None:
                 new = min(kmax, new)
             layers = new
-        if btn is not None and self._btn_div is not None and btn < out / self._btn_div:
-            btn = max(base, round(out / self._btn_div / base) * base)
+        if btn is not None and r.btn_min_divisor is not None and btn < out / r.btn_min_divisor:
+            btn = smart_round(out / r.btn_min_divisor, base)
         return (typ, cin, out, stride, k, layers, btn)
 
     def _kernel(self, k: int, rng: random.Random) -> int:
@@ -237,7 +222,7 @@ class Mutator:
     def _shrink(self, b: RawBlock, idx: int) -> RawBlock:
         k = b[4]
         res = self._plan.res_in[idx]
-        while k > 1 and k * self._shrink_ratio > res:
+        while k > 1 and k * self.rules.kernel_shrink_ratio > res:
             k -= 2
         if k == b[4]:
             return b
