@@ -137,7 +137,8 @@ def ray_init(address: str | None = None, *, num_cpus: int | None = None) -> None
         return
     address = address or os.environ.get("ZENNAS_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS") or None
     if address is None or address == "local":
-        ray.init(address=address, num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+        # "local" always starts a new instance: never attach to a cluster another program left running
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
                  log_to_driver=False, ignore_reinit_error=True)
         return
     if os.environ.get("ZENNAS_RAY_SHIP_CODE") == "1":
