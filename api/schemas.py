@@ -8,6 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class BudgetsIn(BaseModel):
+    """A budget left out falls back to the space's default for that budget; ``null`` given explicitly
+    removes it."""
+
     model_config = ConfigDict(extra="forbid")
     flops: float | None = Field(None, gt=0, description="FLOPs budget: MACs + BN/activation element ops at H x W")
     params: float | None = Field(None, gt=0, description="parameter budget")

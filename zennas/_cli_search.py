@@ -33,6 +33,35 @@ def _backend(spec: Any, workers: int | None, ray_address: str | None, local: boo
     return RayBackend(num_workers=workers, threads=1, address=ray_address)
 
 
+def budgets_from_options(**given: str | None) -> Any:
+    """``--budget-X`` values: a number sets the budget, ``none`` removes the space's default, and an
+    option not given falls back to the space's default for that budget alone."""
+    from zennas.errors import SpecError
+    from zennas.search import Budgets
+
+    values: dict[str, Any] = {}
+    removed: list[str] = []
+    for name, raw in given.items():
+        if raw is None:
+            continue
+        option = f"budget_{name}"
+        if raw.strip().lower() == "none":
+            removed.append(name)
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SpecError(f"--budget-{name.replace('_', '-')} must be a number or 'none', got {raw!r}",
+                            field=option) from None
+        if name == "layers":
+            if not value.is_integer():
+                raise SpecError(f"--budget-layers must be a whole number or 'none', got {raw!r}", field=option)
+            values[name] = int(value)
+        else:
+            values[name] = value
+    return Budgets(**values, removed=tuple(removed))
+
+
 def search(
     space: Annotated[str, typer.Option(help="shipped space name (zennas spaces) or a space YAML file")] = "detection-k1kxk1",
     score: Annotated[str, typer.Option(help="entropy-analytic | entropy | zen | params | flops | grad-norm | synflow")] = "entropy-analytic",
@@ -40,10 +69,10 @@ def search(
     height: Annotated[int | None, typer.Option(help="input height (instead of --resolution)")] = None,
     width: Annotated[int | None, typer.Option(help="input width")] = None,
     score_resolution: Annotated[int | None, typer.Option(help="resolution a forward-pass score runs at")] = None,
-    budget_flops: Annotated[float | None, typer.Option(help="FLOPs budget (MACs + BN/act ops), e.g. 188e8")] = None,
-    budget_params: Annotated[float | None, typer.Option(help="parameter budget")] = None,
-    budget_layers: Annotated[int | None, typer.Option(help="layer budget (main-path convs)")] = None,
-    budget_latency_ms: Annotated[float | None, typer.Option(help="latency budget in ms, measured on the workers")] = None,
+    budget_flops: Annotated[str | None, typer.Option(help="FLOPs budget (MACs + BN/act ops), e.g. 188e8; 'none' removes the space's default")] = None,
+    budget_params: Annotated[str | None, typer.Option(help="parameter budget; 'none' removes the space's default")] = None,
+    budget_layers: Annotated[str | None, typer.Option(help="layer budget (main-path convs); 'none' removes the space's default")] = None,
+    budget_latency_ms: Annotated[str | None, typer.Option(help="latency budget in ms, measured on the workers; 'none' removes the space's default")] = None,
     latency_resource: Annotated[str | None, typer.Option(help="Ray resource label of the latency-measuring nodes")] = None,
     population: Annotated[int, typer.Option(help="population size")] = 256,
     iterations: Annotated[int, typer.Option(help="candidates to evaluate")] = 100_000,
@@ -83,7 +112,8 @@ def search(
         settings["resolution"] = score_resolution
     spec = SearchSpec(
         space=space, space_doc=space_doc, score=score, score_settings=settings, height=h, width=w,
-        budgets=Budgets(flops=budget_flops, params=budget_params, layers=budget_layers, latency_ms=budget_latency_ms),
+        budgets=budgets_from_options(flops=budget_flops, params=budget_params, layers=budget_layers,
+                                     latency_ms=budget_latency_ms),
         population=population, iterations=iterations, generation=generation, sampler=sampler,
         objectives=tuple(objective or ["flops"]), seed=seed,
         start=load_structure(start) if start is not None else None,

@@ -15,12 +15,12 @@ from zennas_api.bundle import zip_bundle
 from zennas_api.deps import PrincipalDep, QueueDep, SettingsDep
 from zennas_api.problems import Problem
 from zennas_api.queue import FINISHED, STATES, Job, etag
-from zennas_api.schemas import SearchCreate, SearchList, SearchPublic
+from zennas_api.schemas import BudgetsIn, SearchCreate, SearchList, SearchPublic
 
 from zennas.errors import SpecError, StructureError
 from zennas.search import SearchSpec, check_feasible
 from zennas.search.driver import PROGRESS_SCHEMA
-from zennas.search.spec import Budgets, LatencySpec
+from zennas.search.spec import BUDGET_FIELDS, Budgets, LatencySpec
 from zennas.search.store import SearchStore
 from zennas.space.formats import parse_structure, structure_from_obj
 
@@ -106,7 +106,7 @@ def to_spec(body: SearchCreate, settings: SettingsDep) -> SearchSpec:
     spec = SearchSpec(
         space=body.space if body.space_doc is None else str(body.space_doc.get("name", "inline")),
         space_doc=body.space_doc, score=body.score, score_settings=dict(body.score_settings), height=h, width=w,
-        budgets=Budgets(**body.budgets.model_dump()), population=body.population, iterations=body.iterations,
+        budgets=_budgets(body.budgets), population=body.population, iterations=body.iterations,
         generation=body.generation, checkpoint_every=body.checkpoint_every, sampler=body.sampler,
         latency=LatencySpec(**body.latency.model_dump()),
         objectives=tuple(body.objectives), seed=body.seed, start=start)
@@ -116,6 +116,13 @@ def to_spec(body: SearchCreate, settings: SettingsDep) -> SearchSpec:
 
         make_scorer(spec.score, **dict(spec.score_settings))  # bad score settings fail now, not in the worker
     return spec
+
+
+def _budgets(given: BudgetsIn) -> Budgets:
+    """A budget absent from the request falls back to the space's default; one given as ``null``
+    explicitly is removed."""
+    removed = tuple(f for f in BUDGET_FIELDS if f in given.model_fields_set and getattr(given, f) is None)
+    return Budgets(**given.model_dump(), removed=removed)
 
 
 def _load(queue: QueueDep, principal: PrincipalDep, search_id: str) -> Job:

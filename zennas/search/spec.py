@@ -18,12 +18,32 @@ ANALYTIC_SCORES = ("entropy-analytic", "params", "flops")
 NSGA2_OBJECTIVES = ("flops", "params", "latency")
 
 
+BUDGET_FIELDS = ("flops", "params", "layers", "latency_ms")
+
+
 @dataclass(frozen=True)
 class Budgets:
+    """A budget left at None falls back to the space's default for that field alone; a field named
+    in ``removed`` has no budget at all (CLI ``--budget-layers none``, REST an explicit ``null``)."""
+
     flops: float | None = None  # MACs + BN/act ops at height x width
     params: float | None = None  # parameters
     layers: int | None = None  # main-path conv layers
     latency_ms: float | None = None  # median latency measured on the evaluating worker (ms)
+    removed: tuple[str, ...] = ()  # budgets explicitly removed (no space default either)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.removed, (str, bytes)) or not isinstance(self.removed, (tuple, list)):
+            raise SpecError(f"budgets.removed must be a list of budget names, got {self.removed!r}",
+                            field="budgets.removed")
+        object.__setattr__(self, "removed", tuple(self.removed))
+        for f in self.removed:
+            if f not in BUDGET_FIELDS:
+                raise SpecError(f"budgets.removed entries must be among {', '.join(BUDGET_FIELDS)}, got {f!r}",
+                                field="budgets.removed")
+            if getattr(self, f) is not None:
+                raise SpecError(f"budgets.{f} is both given ({getattr(self, f)!r}) and removed",
+                                field=f"budgets.{f}")
 
 
 @dataclass(frozen=True)
@@ -97,7 +117,7 @@ class SearchSpec:
                 or not 0.0 <= self.fine_phase < 1.0:
             raise bad("fine_phase", f"must be a fraction in [0, 1), got {self.fine_phase!r}")
         b = self.budgets
-        for f in ("flops", "params", "layers", "latency_ms"):
+        for f in BUDGET_FIELDS:
             v = getattr(b, f)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
                                   or not math.isfinite(v) or v <= 0):
@@ -122,9 +142,14 @@ class SearchSpec:
         """The user's budgets, falling back to the space's defaults for those not given."""
         d = space.budgets
         b = self.budgets
-        if any(getattr(b, f) is not None for f in ("flops", "params", "layers", "latency_ms")):
-            return b
-        return Budgets(flops=d.flops, params=d.params, layers=d.layers, latency_ms=d.latency_ms)
+
+        def pick(f: str) -> Any:
+            if f in b.removed:
+                return None
+            v = getattr(b, f)
+            return getattr(d, f) if v is None else v
+
+        return Budgets(**{f: pick(f) for f in BUDGET_FIELDS})
 
     def warmup_size(self) -> int | None:
         """The evolution's population during the warm-up, or None when there is no warm-up."""
