@@ -4,6 +4,8 @@
 #   bash scripts/setup.sh            # install + run the main job
 #   ZENNAS_SETUP_NO_RUN=1 bash scripts/setup.sh   # install only
 #
+# One line per step on the terminal; the full output of every step goes to the log file
+# ($ZENNAS_SETUP_LOG, default runs/setup.log), whose tail is shown when a step fails.
 # torch is pinned to the local CPU wheel (2.13.0): a looser pin would pull the multi-GB CUDA build.
 # mmcv 2.1.0 has no wheel for this torch: it is built from source once (~23 min on 2 cores) into
 # ~/.cache/zennas/wheels and reused from there on every later set-up.
@@ -11,34 +13,39 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
-export PIP_DISABLE_PIP_VERSION_CHECK=1
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 WHEELS=${ZENNAS_WHEEL_CACHE:-$HOME/.cache/zennas/wheels}
+mkdir -p runs
+LOG=${ZENNAS_SETUP_LOG:-runs/setup.log}
+: > "$LOG"
+export ZENNAS_SETUP_LOG=$LOG
+source scripts/_steps.sh
 
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
-fi
 PIP=".venv/bin/python -m pip"
-$PIP install -q --upgrade "pip>=24" 2>&1 | grep -v "^WARNING: Location" || true
-$PIP install -q torch==2.13.0 numpy 2>&1 | grep -v "^WARNING: Location" || true
-
-PY=.venv/bin/python bash scripts/build_mmcv_wheel.sh
-
+step "python virtual environment (.venv)" bash -c "[ -x .venv/bin/python ] || $PYTHON -m venv .venv"
+step "pip" $PIP install --upgrade "pip>=24"
+step "torch 2.13.0 (CPU) and numpy" $PIP install torch==2.13.0 numpy
+PY=.venv/bin/python bash scripts/build_mmcv_wheel.sh   # prints its own progress
 # everything else; mmcv comes from the cached wheel (never rebuilt), mmdet's undeclared `six` via the extra
-$PIP install -q --find-links "$WHEELS" -e ".[search,service,mmdet,report,dev]" 2>&1 | grep -v "^WARNING: Location" || true
+step "zennas with all extras (search, service, mmdet, report, dev)" \
+  $PIP install --find-links "$WHEELS" -e ".[search,service,mmdet,report,dev]"
 
 # the console's browser tests drive Debian's chromium through Playwright (the Python package only:
 # `playwright install` would download a browser, which this set-up never does)
 if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  if ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; then
-    $SUDO apt-get update -qq >/dev/null 2>&1 || true
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
-      || echo "setup: could not install chromium; the console's browser tests will be skipped" >&2
-  fi
+  install_chromium() {
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium && return 0
+    $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+  }
+  step "chromium (for the console's browser tests)" install_chromium \
+    || echo "setup: could not install chromium; the console's browser tests will be skipped (log: $LOG)" >&2
 fi
 
-.venv/bin/python -c "import zennas, torch, optuna, ray, mmcv, mmdet; print('zennas', zennas.__version__, '| torch', torch.__version__, '| mmcv', mmcv.__version__, '| mmdet', mmdet.__version__)"
+step "check the installation" .venv/bin/python -c "import zennas, torch, optuna, ray, mmcv, mmdet"
+.venv/bin/python -c "import zennas, torch, mmcv, mmdet, ray; print('installed: zennas', zennas.__version__, '| torch', torch.__version__, '| mmcv', mmcv.__version__, '| mmdet', mmdet.__version__, '| ray', ray.__version__)"
+echo "set-up done in $(( SECONDS / 60 )) min $(( SECONDS % 60 )) s; full log: $LOG"
 
 if [ "${ZENNAS_SETUP_NO_RUN:-0}" != "1" ]; then
   bash scripts/main_job.sh
