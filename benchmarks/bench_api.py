@@ -18,7 +18,10 @@ b. ``GET /v1/searches/{id}`` latency (p50/p90/p99/max) from ``--pollers`` concur
    part of those answers are still 200s);
 c. the same pollers in a closed loop (no pause between requests): the server's saturation
    throughput, where latency is queueing (Little's law: pollers / throughput);
-d. (b) again once the search is cancelled: the service alone, without a search taking a core.
+d. (b) again once the search is cancelled: the service alone, without a search taking a core;
+e. (b) again while a forward-pass search (``entropy`` at score resolution ``--forward-resolution``)
+   runs on the service's embedded Ray: the dispatcher drives Ray actors that take the machine's
+   cores, the situation where the HTTP process has the least CPU left.
 
 Latency is measured in this process, from sending the request to reading the whole response; the
 client, the server and the search share the machine's cores. This process's cyclic GC is off while
@@ -57,6 +60,8 @@ from _common import ROOT, header, section, table, verdict
 P99_TARGET_MS = 50.0
 LONG = {"population": 64, "iterations": 2_000_000, "generation": 16}  # minutes: outlives the benchmark
 SHORT = {"population": 64, "iterations": 20_000, "generation": 16}
+# a forward-pass search (the score runs on the embedded Ray's actors), long enough to outlive phase e
+FORWARD = {"population": 64, "iterations": 2_000_000, "generation": 16, "score": "entropy"}
 AUTH: dict[str, str] = {}  # the requests' Authorization header with --auth
 
 
@@ -316,9 +321,44 @@ async def run(args: argparse.Namespace) -> None:
                              f"{100 * res['codes'].get(304, 0) / max(1, res['n']):.0f}%", res["errors"],
                              res["server_ms"], res["cpu_ms"]])
             table(COLUMNS, rows)
+            section(f"e. the same pollers while a forward-pass search (entropy at {args.forward_resolution}x"
+                    f"{args.forward_resolution}) runs on the embedded Ray")
+            forward = {**FORWARD, "score_settings": {"resolution": args.forward_resolution}}
+            async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=AUTH) as c:
+                r = await c.post("/v1/searches", json=forward)
+                if r.status_code != 202:
+                    raise SystemExit(f"forward-pass search refused: {r.status_code} {r.text}")
+                fid = r.json()["id"]
+                t_sub = time.perf_counter()
+                for _ in range(3000):  # Ray's start-up and the first generation: up to a few minutes
+                    j = (await c.get(f"/v1/searches/{fid}")).json()
+                    if j["state"] == "running" and (j["progress"] or {}).get("evaluated"):
+                        break
+                    if j["state"] in ("failed", "cancelled", "succeeded"):
+                        raise SystemExit(f"forward-pass search ended before phase e: {j['state']} {j.get('error')}")
+                    await asyncio.sleep(0.1)
+                print(f"first evaluated candidates {time.perf_counter() - t_sub:.1f} s after submission "
+                      "(embedded Ray start-up included)")
+                ev0, t0 = j["progress"]["evaluated"], time.perf_counter()
+            rows = []
+            for name, etag in ((f"every {args.interval:g} s, forward search", False),
+                               (f"every {args.interval:g} s, forward search, If-None-Match", True)):
+                res = await poll(server.url, fid, args.pollers, args.seconds, args.interval, etag, server.proc.pid)
+                results[name] = res
+                rows.append([name, res["n"], res["rps"], res["p50"], res["p90"], res["p99"], res["max"],
+                             f"{100 * res['codes'].get(304, 0) / max(1, res['n']):.0f}%", res["errors"],
+                             res["server_ms"], res["cpu_ms"]])
+            table(COLUMNS, rows)
+            async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=AUTH) as c:
+                j = (await c.get(f"/v1/searches/{fid}")).json()
+                frate = (j["progress"]["evaluated"] - ev0) / (time.perf_counter() - t0)
+                await c.post(f"/v1/searches/{fid}/cancel")
+            print(f"\nthe forward-pass search meanwhile: {frate:,.1f} candidates/s scored on Ray")
             print()
             for name in (f"every {args.interval:g} s", f"every {args.interval:g} s, If-None-Match",
-                         f"every {args.interval:g} s, idle", f"every {args.interval:g} s, idle, If-None-Match"):
+                         f"every {args.interval:g} s, idle", f"every {args.interval:g} s, idle, If-None-Match",
+                         f"every {args.interval:g} s, forward search",
+                         f"every {args.interval:g} s, forward search, If-None-Match"):
                 p99 = results[name]["p99"]
                 print(f"p99 <= {P99_TARGET_MS:g} ms ({name}): {p99:.1f} ms -> {verdict(p99 <= P99_TARGET_MS)}")
             print("load average at the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
@@ -332,6 +372,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="length of each polling phase")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between one poller's requests")
     p.add_argument("--sse-runs", type=int, default=5)
+    p.add_argument("--forward-resolution", type=int, default=64,
+                   help="score resolution of the forward-pass search of phase e")
     p.add_argument("--database-url", help="the service's database (default: a fresh SQLite file); e.g. an empty "
                                           "PostgreSQL database, postgresql://postgres@127.0.0.1:5432/bench")
     p.add_argument("--auth", action="store_true", help="API keys (a key lookup per request) instead of --dev")
