@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from zennas.cost import costs
-from zennas.space.kinds import BLOCK_KINDS
 from zennas.space import (
     Block,
     Mutator,
@@ -23,6 +22,7 @@ from zennas.space import (
     smart_round,
     space_names,
 )
+from zennas.space.kinds import BLOCK_KINDS
 
 DATA = Path(__file__).parent.parent / "data"
 SEARCH = json.loads((DATA / "search.json").read_text())

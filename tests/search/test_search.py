@@ -10,8 +10,8 @@ import pytest
 
 from zennas.cost import costs
 from zennas.errors import SpecError, ZenNASError
-from zennas.search import Budgets, Search, SearchSpec, SearchStore, run_search
 from zennas.score.analytic import analytic_score
+from zennas.search import Budgets, Search, SearchSpec, SearchStore, run_search
 from zennas.search.driver import _non_dominated, decode
 from zennas.search.export import export_optuna
 from zennas.search.population import Population
