@@ -13,10 +13,18 @@ Per input pixel of a unit, with stride ``s`` carried by the unit's spatial conv:
 - ConvKXBNRELU (stem): conv+BN, plus ``out/s^2`` for the ReLU.
 - SuperResK1KXK1 unit (``in->btn`` 1x1, ``btn->btn`` kxk stride s, ``btn->out`` 1x1): conv1
   ``in*btn + 2*btn``; conv2 ``btn*btn*k^2/s^2 + 2*btn/s^2``; conv3 ``(btn*out + 2*out)/s^2``; ReLUs
-  ``btn + btn/s^2 + out/s^2``; if s = 2 the shortcut's 2x2 average pool adds ``in``; if in != out the
-  shortcut's 1x1 conv+BN adds ``(in*out + 2*out)/s^2`` and the add ``out/s^2``.
+  ``btn + btn/s^2 + out/s^2``; plus the shortcut (below).
 - SuperResK1DWK1 unit: the same with a depthwise kxk (groups = btn): conv2 ``btn*k^2/s^2 + 2*btn/s^2``,
-  params ``btn*k^2 + 2*btn``.
+  params ``btn*k^2 + 2*btn``; plus the shortcut (below).
+- The shortcut of a bottleneck unit (:meth:`Bottleneck.shortcut`, TinyNAS's ``ResK1KXK1`` /
+  ``ResK1DWK1`` with ``force_resproj`` as its ``BaseSuperBlock`` sets it) is one of
+  ``projection``: [2x2 average pool if s = 2, ``+in``] then 1x1 conv+BN at the pooled size
+  ``(in*out + 2*out)/s^2`` (params ``in*out + 2*out``) and the add ``out/s^2``;
+  ``identity``: [2x2 average pool if s = 2, ``+in``], the add not counted;
+  ``none``: no residual at all (0).
+  K1KXK1: the first unit of a block always projects (TinyNAS forces it, whatever ``in``, ``out`` and
+  s are); the others (``in = out``, s = 1) are identity. K1DWK1: ``identity`` when ``in = out``, else
+  ``none`` (TinyNAS never forces the projection there).
 - S2D block: space-to-depth x2 is a reshape (0 FLOPs); then a 1x1 conv ``4*in -> out`` + BN + SiLU at
   the output resolution: ``(4*in*out + 2*out + out)/4`` per input pixel; each of the ``layers-1``
   refinement units is a kxk conv ``out->out`` + BN + SiLU at the output resolution. 1 layer per conv.
@@ -31,6 +39,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Literal
 
 from zennas.errors import SpecError
 from zennas.space.kinds import BLOCK_KINDS
@@ -66,16 +75,46 @@ def _log_sqrt(x: float) -> float:
     return 0.5 * math.log(x)
 
 
-def _unit(cin: int, btn: int, out: int, k: int, s: int, depthwise: bool) -> tuple[float, float, float]:
+Shortcut = Literal["projection", "identity", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class Bottleneck:
+    """What distinguishes the bottleneck block types: the kxk conv and the shortcut rule (TinyNAS)."""
+
+    depthwise: bool  # the kxk conv is depthwise (groups = btn)
+    force_first_projection: bool  # the block's first unit always has a 1x1 conv+BN shortcut
+    project_on_change: bool  # in != out: a projection shortcut (True) or no residual at all (False)
+
+    def shortcut(self, cin: int, out: int, first: bool) -> Shortcut:
+        """``projection``, ``identity`` or ``none`` for a unit ``cin -> out`` (``first``: unit 0)."""
+        if first and self.force_first_projection:
+            return "projection"
+        if cin == out:
+            return "identity"
+        return "projection" if self.project_on_change else "none"
+
+
+# bottleneck block types (TinyNAS: force_resproj is True for the first ResK1KXK1 unit only; a ResK1DWK1
+# unit with in != out and no forced projection has no residual)
+BOTTLENECKS: dict[str, Bottleneck] = {
+    "SuperResK1KXK1": Bottleneck(depthwise=False, force_first_projection=True, project_on_change=True),
+    "SuperResK1DWK1": Bottleneck(depthwise=True, force_first_projection=False, project_on_change=False),
+}
+
+
+def _unit(cin: int, btn: int, out: int, k: int, s: int, kind: Bottleneck, first: bool) -> tuple[float, float, float]:
     """(FLOPs per input pixel, params, log-std) of one bottleneck unit ``cin -> btn -> btn -> out``."""
+    depthwise = kind.depthwise
     f1, p1 = _conv_bn(cin, btn, 1, 1)
     f2, p2 = _conv_bn(btn, btn, k, s, g=btn if depthwise else 1)
     f3, p3 = _conv_bn(btn, out, 1, s)  # conv3 runs at the output resolution: /s^2
     f = f1 + f2 + f3 + btn + btn / s**2 + out / s**2  # ReLUs
     p = p1 + p2 + p3
-    if s == 2:
+    shortcut = kind.shortcut(cin, out, first)
+    if shortcut != "none" and s == 2:
         f += cin  # shortcut 2x2 average pool
-    if cin != out:
+    if shortcut == "projection":
         fs, ps = _conv_bn(cin, out, 1, s)
         f += fs + out / s**2  # shortcut 1x1 conv+BN and the add
         p += ps
@@ -83,7 +122,7 @@ def _unit(cin: int, btn: int, out: int, k: int, s: int, depthwise: bool) -> tupl
     return f, p, _log_sqrt(cin) + _log_sqrt(fan_in_mid) + _log_sqrt(btn)
 
 
-def bottleneck_cost(cin: int, out: int, stride: int, k: int, layers: int, btn: int, depthwise: bool) -> BlockCost:
+def bottleneck_cost(cin: int, out: int, stride: int, k: int, layers: int, btn: int, kind: Bottleneck) -> BlockCost:
     """A K1KXK1 / K1DWK1 block of ``layers`` units. Units after the second equal the second (stride 1,
     ``out -> out``), so each is computed once and summed in unit order, exactly as a unit-by-unit loop."""
     flops = params = 0.0
@@ -92,13 +131,13 @@ def bottleneck_cost(cin: int, out: int, stride: int, k: int, layers: int, btn: i
     rest: tuple[float, float, float] | None = None
     for u in range(layers):
         if u == 0:
-            f, p, ls = _unit(cin, btn, out, k, stride, depthwise)
+            f, p, ls = _unit(cin, btn, out, k, stride, kind, first=True)
             flops += f
             params += p
             area /= stride * stride
         else:
             if rest is None:
-                rest = _unit(out, btn, out, k, 1, depthwise)
+                rest = _unit(out, btn, out, k, 1, kind, first=False)
             f, p, ls = rest
             flops += f * area
             params += p
@@ -106,12 +145,10 @@ def bottleneck_cost(cin: int, out: int, stride: int, k: int, layers: int, btn: i
     return BlockCost(flops, params, 3 * layers, tuple(log_std))
 
 
-BOTTLENECK_DEPTHWISE = {"SuperResK1KXK1": False, "SuperResK1DWK1": True}  # bottleneck types: is the kxk depthwise
-
-
-def _bottleneck_units(b: Block, depthwise: bool) -> BlockCost:
+def _bottleneck_units(b: Block, kind: Bottleneck) -> BlockCost:
     assert b.bottleneck is not None  # validated by Structure
-    return bottleneck_cost(b.in_channels, b.out_channels, b.stride, b.kernel, b.layers, b.bottleneck, depthwise)
+    return bottleneck_cost(b.in_channels, b.out_channels, b.stride, b.kernel, b.layers, b.bottleneck, kind)
+
 
 
 def _stem(b: Block) -> BlockCost:
@@ -139,9 +176,9 @@ def block_cost(b: Block) -> BlockCost:
     """Per-block analytic cost; cached, since a mutation changes only one or two blocks."""
     if b.type == "ConvKXBNRELU":
         return _stem(b)
-    depthwise = BOTTLENECK_DEPTHWISE.get(b.type)
-    if depthwise is not None:
-        return _bottleneck_units(b, depthwise)
+    kind = BOTTLENECKS.get(b.type)
+    if kind is not None:
+        return _bottleneck_units(b, kind)
     if b.type == "S2D":
         return _s2d(b)
     raise SpecError(f"no cost model for block type {b.type!r} (known: {', '.join(BLOCK_KINDS)})")

@@ -88,19 +88,31 @@ def test_format_flops_names_the_unit() -> None:
 CASES = {
     "stem-s2": Block("ConvKXBNRELU", 3, 16, 2, 3),
     "stem-s1-k5": Block("ConvKXBNRELU", 8, 24, 1, 5),
-    "k1kxk1-proj-s2": Block("SuperResK1KXK1", 16, 32, 2, 3, 2, 8),
-    "k1kxk1-proj-s1": Block("SuperResK1KXK1", 16, 32, 1, 5, 3, 16),
-    "k1kxk1-noproj-s1": Block("SuperResK1KXK1", 32, 32, 1, 3, 2, 8),
-    "k1kxk1-noproj-s2": Block("SuperResK1KXK1", 32, 32, 2, 5, 1, 16),
-    "k1dwk1-proj-s2": Block("SuperResK1DWK1", 16, 24, 2, 3, 2, 48),
-    "k1dwk1-proj-s1": Block("SuperResK1DWK1", 16, 24, 1, 5, 1, 96),
-    "k1dwk1-noproj-s1": Block("SuperResK1DWK1", 24, 24, 1, 7, 2, 72),
-    "k1dwk1-noproj-s2": Block("SuperResK1DWK1", 24, 24, 2, 3, 1, 72),
+    "k1kxk1-change-s2": Block("SuperResK1KXK1", 16, 32, 2, 3, 2, 8),
+    "k1kxk1-change-s1": Block("SuperResK1KXK1", 16, 32, 1, 5, 3, 16),
+    "k1kxk1-same-s1": Block("SuperResK1KXK1", 32, 32, 1, 3, 2, 8),  # unit 0 still projects (forced)
+    "k1kxk1-same-s2": Block("SuperResK1KXK1", 32, 32, 2, 5, 1, 16),
+    "k1dwk1-change-s2": Block("SuperResK1DWK1", 16, 24, 2, 3, 2, 48),  # unit 0: no residual at all
+    "k1dwk1-change-s1": Block("SuperResK1DWK1", 16, 24, 1, 5, 1, 96),
+    "k1dwk1-same-s1": Block("SuperResK1DWK1", 24, 24, 1, 7, 2, 72),  # identity residuals
+    "k1dwk1-same-s2": Block("SuperResK1DWK1", 24, 24, 2, 3, 1, 72),  # average-pooled identity
     "s2d-l1": Block("S2D", 16, 32, 2, 3, 1),
     "s2d-l3": Block("S2D", 8, 32, 2, 5, 3),
     "s2d-l2-k1": Block("S2D", 8, 16, 2, 1, 2),
 }
 H = W = 32
+
+
+def _ref_shortcut(btype: str, cin: int, out: int, first: bool) -> str:
+    """TinyNAS's branches, restated independently of cost.py: BaseSuperBlock sets force_resproj on the
+    first unit of a K1KXK1 block only; ResK1KXK1 projects if in != out or forced, else identity;
+    ResK1DWK1 is identity if in == out, projects if forced, else has no residual."""
+    force = first and btype == "SuperResK1KXK1"
+    if btype == "SuperResK1KXK1":
+        return "projection" if cin != out or force else "identity"
+    if cin == out:
+        return "identity"
+    return "projection" if force else "none"
 
 
 def _analytic_conv_macs(b: Block, h: int, w: int) -> float:
@@ -123,7 +135,7 @@ def _analytic_conv_macs(b: Block, h: int, w: int) -> float:
         h, w = h // s, w // s
         total += (btn if depthwise else btn * btn) * k * k * h * w  # conv2 kxk (depthwise: groups = btn)
         total += btn * out * h * w  # conv3 1x1
-        if cin != out:
+        if _ref_shortcut(b.type, cin, out, u == 0) == "projection":
             total += cin * out * h * w  # shortcut projection
     return total
 
@@ -145,7 +157,7 @@ def _analytic_params(b: Block) -> float:
         cin = b.in_channels if u == 0 else out
         total += conv_bn(cin, btn, 1) + conv_bn(btn, btn, k, btn if b.type == "SuperResK1DWK1" else 1)
         total += conv_bn(btn, out, 1)
-        if cin != out:
+        if _ref_shortcut(b.type, cin, out, u == 0) == "projection":
             total += conv_bn(cin, out, 1)
     return total
 
@@ -226,7 +238,7 @@ def test_block_cost_matches_module(case: str) -> None:
 
 def test_conv_terms_of_cost_docstring_formula() -> None:
     """The conv-only part of block_cost equals the analytic conv MACs: remove BN/act/pool/add terms."""
-    b = CASES["k1kxk1-proj-s2"]
+    b = CASES["k1kxk1-change-s2"]
     btn, out, cin = 8, 32, 16
     non_conv_unit0 = (
         (2 * btn + 2 * btn / 4 + 2 * out / 4) + (btn + btn / 4 + out / 4) + cin + (2 * out / 4 + out / 4)
@@ -272,9 +284,10 @@ def _unit_by_unit(b: Block) -> tuple[float, float, int, tuple[float, ...]]:
         f = (cin * btn + 2 * btn) + (btn * btn * k * k / (s * s * g) + 2 * btn / (s * s)) \
             + (btn * out / (s * s) + 2 * out / (s * s)) + btn + btn / s**2 + out / s**2
         p = (cin * btn + 2 * btn) + (btn * btn * k * k / g + 2 * btn) + (btn * out + 2 * out)
-        if s == 2:
+        shortcut = _ref_shortcut(b.type, cin, out, u == 0)
+        if s == 2 and shortcut != "none":
             f += cin
-        if cin != out:
+        if shortcut == "projection":
             f += cin * out / (s * s) + 2 * out / (s * s) + out / s**2
             p += cin * out + 2 * out
         flops += f * area

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from zennas.space import (
     smart_round,
     space_names,
 )
+from zennas.space.kinds import BLOCK_KINDS
 
 DATA = Path(__file__).parent.parent / "data"
 SEARCH = json.loads((DATA / "search.json").read_text())
@@ -308,24 +310,128 @@ def test_single_block_structure_cannot_mutate() -> None:
 
 
 # -- the raw-tuple hot path ------------------------------------------------------------------
+def _slow_mutate(space: SearchSpace, budget: int | None, size: int, parent: Structure, rng: random.Random,
+                 fine: bool) -> Structure:
+    """The rules of zennas.space.mutation's docstring, restated plainly on dicts (no caches, no tuples,
+    no precomputed plans), drawing from ``rng`` in the documented order: per round, per try, the block
+    index, then the field, then the multiplier / kernel / layer delta."""
+    r = space.mutation
+    blocks = [b.to_dict() for b in parent.blocks]
+    n = len(blocks)
+    res_in, res = [], float(size)
+    for b in blocks:
+        res_in.append(res)
+        res /= b["stride"]
+
+    def pick(seq: list[object] | tuple[object, ...]) -> object:
+        return seq[int(rng.random() * len(seq))]
+
+    def rnd(x: float) -> int:
+        return max(r.channel_round, round(x / r.channel_round) * r.channel_round)
+
+    def layers_of(bs: list[dict[str, object]]) -> int:
+        return sum(BLOCK_KINDS[str(b["type"])].convs_per_unit * int(b.get("layers", 1)) for b in bs)  # type: ignore[call-overload]
+
+    def mutate_one(bs: list[dict[str, object]], i: int) -> dict[str, object] | None:
+        b = dict(bs[i])
+        kind = BLOCK_KINDS[str(b["type"])]
+        nxt = bs[i + 1] if i + 1 < n else None
+        if i == 0 and kind.stem:
+            if nxt is None:
+                return None
+            if pick(r.stem_fields) == "out":
+                out = min(r.max_channels, rnd(b["out"] * pick(r.channel_multipliers)))  # type: ignore[operator]
+                if r.stem_max_out is not None:
+                    out = min(out, r.stem_max_out)
+                if r.out_max_next:
+                    out = min(out, nxt["out"])  # type: ignore[type-var]
+                b["out"] = out
+            else:
+                others = [k for k in r.kernels if k != b["kernel"]]
+                b["kernel"] = pick(others) if others else b["kernel"]
+            return b
+        fields = [f for f in r.block_fields if (f != "bottleneck" or kind.has_bottleneck)
+                  and (f != "layers" or kind.max_layers != 1)]
+        if fine:
+            fields = [f for f in fields if f in ("out", "bottleneck")] or fields
+        what = pick(fields)
+        if what == "out":
+            out = min(r.max_channels, rnd(b["out"] * pick(r.channel_multipliers)))  # type: ignore[operator]
+            if r.out_max_in_ratio is not None:
+                out = min(out, int(r.out_max_in_ratio * b["in"]))  # type: ignore[operator]
+            if r.out_min_in_ratio is not None:
+                out = max(out, math.ceil(r.out_min_in_ratio * b["in"]))  # type: ignore[operator]
+            if nxt is not None:
+                if r.out_max_next:
+                    out = min(out, nxt["out"])  # type: ignore[type-var]
+                if r.next_out_divisor is not None:
+                    out = max(out, rnd(nxt["out"] / r.next_out_divisor))  # type: ignore[operator]
+            b["out"] = out
+        elif what == "kernel":
+            others = [k for k in r.kernels if k != b["kernel"]]
+            b["kernel"] = pick(others) if others else b["kernel"]
+        elif what == "bottleneck":
+            b["bottleneck"] = min(int(b["out"] * r.btn_max_out_ratio),  # type: ignore[operator]
+                                  r.max_channels, rnd(b["bottleneck"] * pick(r.channel_multipliers)))  # type: ignore[operator]
+        elif what == "layers":
+            cur = int(b["layers"])  # type: ignore[call-overload]
+            choices = [max(1, cur + d) for d in r.layer_deltas if max(1, cur + d) != cur]
+            new = pick(choices) if choices else cur
+            if i == 1 and r.first_block_max_layers is not None:
+                new = min(new, r.first_block_max_layers)
+            elif budget is not None and n > 2:
+                new = min(new, max(1, budget // kind.convs_per_unit // (n - 2)))
+            if kind.max_layers is not None:
+                new = min(new, kind.max_layers)
+            b["layers"] = new
+        btn = b.get("bottleneck")
+        if btn is not None and r.btn_min_divisor is not None and btn < b["out"] / r.btn_min_divisor:  # type: ignore[operator]
+            b["bottleneck"] = rnd(b["out"] / r.btn_min_divisor)  # type: ignore[operator]
+        return b
+
+    for _ in range(r.rounds):
+        candidate = blocks
+        for _try in range(n):
+            i = int(rng.random() * (n - 1 if r.pick == "reference" else n))
+            new = mutate_one(blocks, i)
+            if new is None:
+                continue
+            candidate = [dict(b) for b in blocks]
+            candidate[i] = new
+            for j in range(1, n):  # re-chain every block's in to the previous out
+                candidate[j]["in"] = candidate[j - 1]["out"]
+            for j, b in enumerate(candidate):  # shrink kernels too large for their input map
+                while b["kernel"] > 1 and b["kernel"] * r.kernel_shrink_ratio > res_in[j]:  # type: ignore[operator]
+                    b["kernel"] -= 2  # type: ignore[operator]
+            if budget is None or layers_of(candidate) <= budget:
+                break
+        blocks = candidate
+    return Structure(tuple(Block(str(b["type"]), int(b["in"]), int(b["out"]), int(b["stride"]),  # type: ignore[call-overload]
+                                 int(b["kernel"]), int(b.get("layers", 1)), b.get("bottleneck"))  # type: ignore[call-overload, arg-type]
+                           for b in blocks))
+
+
 @pytest.mark.parametrize("name", space_names())
 @pytest.mark.parametrize(("budget", "size", "fine"), [(91, 480, False), (None, 480, False), (40, 64, False),
                                                        (91, 480, True)])
-def test_raw_path_equals_structure_path(name: str, budget: int | None, size: int, fine: bool) -> None:
-    """mutate_raw makes the same draws and the same children as mutate, with the right layer count."""
+def test_hot_path_equals_a_plain_restatement_of_the_rules(name: str, budget: int | None, size: int,
+                                                         fine: bool) -> None:
+    """mutate_raw (what the search runs) and mutate give, draw for draw, the children of a plain
+    restatement of the documented rules, along a 400-step walk; mutate_raw's layer count is right."""
     space = get_space(name)
     m = Mutator(space, budget_layers=budget, height=size, width=size)
-    rng_a, rng_b = random.Random(5), random.Random(5)
+    rng_a, rng_b, rng_c = random.Random(5), random.Random(5), random.Random(5)
     parents = [space.start]
     raws = [(m.to_raw(space.start), m.count_layers(m.to_raw(space.start)))]
     for i in range(400):
         j = i % len(parents)
-        child = m.mutate(parents[j], rng_a, fine=fine)
+        expected = _slow_mutate(space, budget, size, parents[j], rng_c, fine)
         blocks, layers = m.mutate_raw(*raws[j], rng_b, fine=fine)
-        assert m.to_structure(blocks) == child
-        assert layers == costs(child).layers
-        assert rng_a.getstate() == rng_b.getstate()
-        parents.append(child)
+        assert m.to_structure(blocks) == expected, f"step {i}"
+        assert m.mutate(parents[j], rng_a, fine=fine) == expected
+        assert layers == costs(expected).layers
+        assert rng_a.getstate() == rng_b.getstate() == rng_c.getstate()
+        parents.append(expected)
         raws.append((blocks, layers))
     assert _revalidate(m.to_structure(raws[-1][0])) == parents[-1]
 

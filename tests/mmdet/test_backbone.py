@@ -179,3 +179,21 @@ def test_import_zennas_does_not_import_mmdet() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+REFERENCE_COUNTS = json.loads(
+    (Path(__file__).resolve().parents[1] / "data" / "reference_counts.json").read_text())["structures"]
+
+
+@pytest.mark.parametrize("name", ["k1kxk1_in_eq_out", "k1dwk1_in_eq_out", "maedet_search_winner_old_counts"])
+def test_mmdet_backbone_and_export_build_the_reference_network(name: str) -> None:
+    """The MMDetection backbone and the export module hold TinyNAS's parameter tensors, in its order
+    (TinyNAS's CnnNet, tests/data/reference_counts.json), shortcut projections included."""
+    from zennas.mmdet.export import build_export_module
+
+    fx = REFERENCE_COUNTS[name]
+    with torch.device("meta"):
+        det = ZenNASBackbone(fx["structure"])
+        exp = build_export_module(fx["structure"])
+    for m in (det, exp):
+        assert [list(p.shape) for p in m.parameters()] == fx["param_shapes"]

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from zennas.cost import BOTTLENECK_DEPTHWISE, block_cost, bottleneck_cost
+from zennas.cost import BOTTLENECKS, block_cost, bottleneck_cost
 from zennas.score.analytic import _block_log_std
 from zennas.search.spec import Budgets
 from zennas.space.mutation import RawBlock
@@ -146,9 +146,9 @@ class DriverEvaluator:
         return flops, params, layers, total
 
     def _raw_block(self, b: RawBlock) -> tuple[float, float, int, float]:
-        depthwise = BOTTLENECK_DEPTHWISE.get(b[0])
-        if depthwise is not None and b[6] is not None:  # the common miss: no Block object, no lru lookups
-            bc = bottleneck_cost(b[1], b[2], b[3], b[4], b[5], b[6], depthwise)
+        kind = BOTTLENECKS.get(b[0])
+        if kind is not None and b[6] is not None:  # the common miss: no Block object, no lru lookups
+            bc = bottleneck_cost(b[1], b[2], b[3], b[4], b[5], b[6], kind)
             return (bc.flops_per_pixel, bc.params, bc.layers, math.fsum(bc.log_std))
         return self._block(Block(*b))
 

@@ -215,7 +215,11 @@ def smallest_structure(space: SearchSpace) -> Structure:
 
 
 def check_feasible(spec: SearchSpec, space: SearchSpace | None = None) -> SearchSpace:
-    """Reject at submission a budget no structure of the space can meet, and a start that breaks one."""
+    """Reject at submission a budget no structure of the space can meet, and a start that breaks one.
+
+    Returns the space the search runs in: the spec's space with the actual start (a warm start's
+    block count and strides are what every candidate keeps, so the mutator, the NSGA-II codec and
+    the cost tables all take their block layout from it)."""
     space = space or spec.resolve_space()
     budgets = spec.effective_budgets(space)
     start = spec.start_structure(space)
@@ -223,6 +227,8 @@ def check_feasible(spec: SearchSpec, space: SearchSpace | None = None) -> Search
         check_structure_in_space(space, start, "start")
     except SpaceError as e:
         raise SpecError(e.message, field=e.field) from e
+    if start is not space.start:
+        space = replace(space, start=start)
     small = costs(smallest_structure(space), spec.height, spec.width)
     here = costs(start, spec.height, spec.width)
     for f, have_small, have_start in (("flops", small.flops, here.flops), ("params", small.params, here.params),
