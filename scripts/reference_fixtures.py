@@ -16,7 +16,7 @@ only builds each structure with TinyNAS's ``CnnNet`` and calls its counters:
 
 Run (not part of the test suite; needs torch and numpy)::
 
-    git clone https://github.com/alibaba/lightweight-neural-architecture-search /tmp/tinynas
+    # /tmp/tinynas: a checkout of alibaba/lightweight-neural-architecture-search (outside the project)
     python scripts/reference_fixtures.py --reference /tmp/tinynas --out tests/data/reference_counts.json
 
 TinyNAS imports ``modelscope.utils.registry`` for its registries; a 10-line stand-in is installed
