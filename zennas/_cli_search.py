@@ -90,7 +90,8 @@ def search(
         latency=LatencySpec(resource=latency_resource),
     )
     db = checkpoint if checkpoint is not None else (out / "search.db" if out is not None else None)
-    store = SearchStore.open(db if db is not None else "sqlite://")  # in-memory SQLite without a path
+    # no database given: no trial history is kept (the search holds none in memory either)
+    store = SearchStore.open(db) if db is not None else None
     backend = _backend(spec, workers, ray_address, local)
     tty = sys.stderr.isatty() and not as_json
 

@@ -19,6 +19,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -33,7 +34,7 @@ from zennas.search.population import Population
 from zennas.search.provenance import provenance
 from zennas.search.sampler import Evolution, RandomStructures, StructureCodec, constraints_from_attrs
 from zennas.search.spec import ANALYTIC_SCORES, SearchSpec, check_feasible
-from zennas.search.store import Checkpoint, SearchStore
+from zennas.search.store import Checkpoint, SearchStore, TrialRow
 from zennas.space.mutation import Mutator
 from zennas.space.structure import Block, Structure
 
@@ -180,6 +181,39 @@ class _NSGA2:
         self.study.tell(t, values, state)
 
 
+class _StoreWriter:
+    """Writes (checkpoint, trial rows) batches to the store on one background thread, at most one batch
+    in flight, so the search goes on while the database writes (sqlite3 and psycopg release the GIL).
+    A failed write (a lost lease, a full disk) is raised on the next :meth:`submit` or :meth:`close`.
+    An in-memory SQLite store is written in the caller's thread (its connections are per thread)."""
+
+    def __init__(self, store: SearchStore) -> None:
+        self.store = store
+        url = store.engine.url
+        in_memory = url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+        self._pool = None if in_memory else ThreadPoolExecutor(1, thread_name_prefix="zennas-store")
+        self._pending: Future[None] | None = None
+
+    def submit(self, cp: Checkpoint, rows: list[TrialRow]) -> None:
+        self.wait()
+        if self._pool is None:
+            self.store.save_generation(cp, rows)
+        else:
+            self._pending = self._pool.submit(self.store.save_generation, cp, rows)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+
+
 class Search:
     """One search run. Construct, then :meth:`run`. ``should_stop`` is polled between generations
     (cancel, SIGTERM drain): the search then checkpoints and returns early with ``stopped`` set.
@@ -211,10 +245,12 @@ class Search:
             self.start, spec.height, spec.width, score=spec.score, settings=dict(spec.score_settings),
             stage_weights=self.space.stage_weights, flops=self.budgets.flops, params=self.budgets.params,
             layers=self.budgets.layers)
-        if self.driver_scored:  # the closed-form score is the scorer's, up to float summation order
-            make_scorer(spec.score, **dict(spec.score_settings))  # validates the settings
+        if self.driver_scored and spec.score != "entropy-analytic":  # validates their settings (imports torch)
+            make_scorer(spec.score, **dict(spec.score_settings))
         self.mutator = Mutator(self.space, budget_layers=self.budgets.layers, height=spec.height, width=spec.width)
-        self._rows: list[dict[str, Any]] = []  # trial rows not yet written to the store
+        self._rows: list[TrialRow] = []  # trial rows not yet written to the store
+        self._block_json: dict[Block, str] = {}
+        self._writer: _StoreWriter | None = None
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, *, resume: bool = False) -> SearchResult:
@@ -227,6 +263,17 @@ class Search:
             return self._result(cp, t_start)
         run = _Progress.restore(cp) if cp is not None else _Progress()
         proposer = self._proposer(run, resumed=cp is not None)
+        self._writer = _StoreWriter(self.store) if self.store is not None else None
+        try:
+            cp = self._loop(run, proposer, t_start)
+        finally:
+            if self._writer is not None:
+                self._writer.close()  # the last batch is written before the result is read
+        return self._result(cp, t_start)
+
+    def _loop(self, run: _Progress, proposer: Any, t_start: float) -> Checkpoint:
+        """Generations until the iterations are done or ``should_stop``; the last checkpoint."""
+        spec = self.spec
         last_saved, last_report = run.n_trials, 0.0
         cp = None
         while run.n_trials < spec.iterations:
@@ -263,7 +310,7 @@ class Search:
         if cp is None or cp.n_trials != run.n_trials:
             cp = self._checkpoint(run, run.elapsed_before + (time.perf_counter() - t_start),
                                   run.n_trials >= spec.iterations)
-        return self._result(cp, t_start)
+        return cp
 
     # -- the steps of one generation ------------------------------------------------------------
     def _proposer(self, run: _Progress, *, resumed: bool) -> Any:
@@ -361,19 +408,27 @@ class Search:
         else:
             proposer.tell(rec.number, None, violations, TrialState.FAIL)
 
-    @staticmethod
-    def _row(rec: TrialRecord) -> dict[str, Any]:
-        """The store's row of a trial (the structure as compact JSON: one list per block)."""
+    def _row(self, rec: TrialRecord) -> TrialRow:
+        """The store's row of a trial."""
         e = rec.evaluation
-        return {"number": rec.number, "state": rec.state, "reason": rec.reason, "score": rec.score,
-                "flops": e.flops, "params": e.params, "layers": e.layers, "latency_ms": rec.latency_ms,
-                "structure": json.dumps(rec.structure.blocks), "worker": rec.worker, "attempts": rec.attempts,
-                "seconds": rec.seconds}
+        return TrialRow(rec.number, rec.state, rec.reason, rec.score, e.flops, e.params, e.layers, rec.latency_ms,
+                        self._structure_json(rec.structure), rec.worker, rec.attempts, rec.seconds)
+
+    def _structure_json(self, s: Structure) -> str:
+        """``json.dumps(encode(s))``, from per-block pieces (json.dumps costs as much as a mutation)."""
+        cache = self._block_json
+        parts = list(map(cache.get, s.blocks))
+        if None in parts:
+            if len(cache) >= 1 << 14:
+                cache.clear()  # bounded: a long search sees new blocks forever
+            parts = [p if p is not None else cache.setdefault(b, json.dumps(b)) for p, b in zip(parts, s.blocks)]
+        return "[" + ", ".join(parts) + "]"  # type: ignore[arg-type]
 
     def _save(self, cp: Checkpoint) -> None:
-        """The trials told since the last save and the checkpoint after them, in one transaction."""
-        if self.store is not None:
-            self.store.save_generation(cp, self._rows)
+        """The trials told since the last save and the checkpoint after them, in one transaction
+        (written in the background; the next save or the end of the run waits for it)."""
+        if self._writer is not None:
+            self._writer.submit(cp, self._rows)
         self._rows = []
 
     # -- helpers ------------------------------------------------------------------------------

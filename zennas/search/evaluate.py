@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 from zennas.cost import BlockCost, block_cost
 from zennas.errors import SpecError
+from zennas.score.base import check_weights
 from zennas.space.structure import Block, Structure
 
 # the uncached cost function: the evaluator keeps its own bounded cache, keyed by position as well
@@ -109,7 +110,7 @@ class EntropyAnalytic(Term):
     name = "score"
 
     def __init__(self, weights: Sequence[float]) -> None:
-        self.weights = tuple(float(w) for w in weights)
+        self.weights = check_weights(weights)
         # a block in stage k adds its log-std to the value of every stage j >= k
         self.suffix = tuple(math.fsum(self.weights[k:]) for k in range(len(self.weights)))
 
@@ -169,9 +170,11 @@ class Evaluator:
 
     def __call__(self, s: Structure) -> Evaluation:
         """The terms' totals (summed in block order) and the first budget broken."""
-        shares = [cache.get(b) or self._shares(at, b)
-                  for cache, b, at in zip(self._caches, s.blocks, self.positions, strict=True)]
-        totals = tuple(map(sum, zip(*shares, strict=True)))
+        shares = list(map(dict.get, self._caches, s.blocks))  # one cache per position
+        if None in shares:
+            shares = [v if v is not None else self._shares(at, b)
+                      for v, b, at in zip(shares, s.blocks, self.positions, strict=True)]
+        totals = tuple(map(sum, zip(*shares)))  # per term, summed in block order
         for j, name, limit in self.limits:
             if totals[j] > limit:
                 return Evaluation(totals, name)

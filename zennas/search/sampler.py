@@ -2,9 +2,9 @@
 
 :class:`Evolution` is the ZenDet / TinyNAS evolution the search runs: candidates are whole
 structures, mutated from a parent picked from the population, which is kept incrementally (heap +
-index). Its randomness for trial n comes from ``trial_rng(seed, n)``, so a candidate depends only on
-the seed, the trial number and the population at the start of its generation, not on evaluation
-order or cluster size. :class:`EvolutionSampler` wraps it as an Optuna sampler.
+index). A generation's randomness comes from ``trial_rng(seed, its first trial number)``, so a
+candidate depends only on the seed, the trial number and the population at the start of its
+generation, not on evaluation order or cluster size. :class:`EvolutionSampler` wraps it as an Optuna sampler.
 
 For NSGA-II and random search, :class:`StructureCodec` expresses a structure as Optuna parameters
 (per block: out, kernel, layers, bottleneck); NSGA-II is Optuna's own sampler over them, and
@@ -38,9 +38,9 @@ class Evolution:
     """Pick a parent uniformly from the population, mutate it (the space's rules), and keep the top
     ``population.size`` distinct structures by score. This is what the search runs.
 
-    Trial ``n``'s candidate is drawn from ``trial_rng(seed, n)`` and the population as it stood when
-    its generation began (:meth:`propose` a generation, then :meth:`tell` its trials in number order),
-    so it does not depend on evaluation order or cluster size.
+    A generation's candidates are drawn from ``trial_rng(seed, its first trial number)`` and the
+    population as it stood when the generation began (:meth:`propose` a generation, then :meth:`tell`
+    its trials in number order), so they do not depend on evaluation order or cluster size.
 
     Warm-up (``grow_at``): the population starts small (its ``size``) and grows to ``full_size`` when
     trial ``grow_at`` is told. ``fine_from``: trial number from which mutations only change widths.
@@ -56,12 +56,14 @@ class Evolution:
         self.full_size = full_size if full_size is not None else population.size
 
     def propose(self, numbers: range) -> list[Structure]:
+        """The candidates of one generation (consecutive trial numbers), drawn in number order from
+        one stream, ``trial_rng(seed, first number)``: seeding a Mersenne Twister costs as much as a
+        mutation, so it is done once per generation, not per trial. Generations are cut at fixed
+        numbers (multiples of the spec's generation size), so a trial's candidate is still a function
+        of the seed, its number and the population when its generation began."""
         pick, mutate, fine_from = self.population.pick, self.mutator.mutate, self.fine_from
-        out = []
-        for n in numbers:
-            rng = trial_rng(self.seed, n)
-            out.append(mutate(pick(rng), rng, fine=fine_from is not None and n >= fine_from))
-        return out
+        rng = trial_rng(self.seed, numbers.start)
+        return [mutate(pick(rng), rng, fine=fine_from is not None and n >= fine_from) for n in numbers]
 
     def tell(self, number: int, structure: Structure, score: float | None) -> None:
         """Trial ``number`` ended: with a score it competes for the population (None: rejected/failed)."""

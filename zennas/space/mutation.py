@@ -44,8 +44,13 @@ def smart_round(x: float, base: int = 8) -> int:
 _CONVS_PER_UNIT = {name: k.convs_per_unit for name, k in BLOCK_KINDS.items()}
 
 
-def _layers(b: Block) -> int:
-    return _CONVS_PER_UNIT[b.type] * b.layers
+def _block(fields: tuple[str, int, int, int, int, int, int | None]) -> Block:
+    return tuple.__new__(Block, fields)
+
+
+def _chained(b: Block, in_channels: int) -> Block:
+    """``b`` re-chained to a new input width (the previous block's new ``out``)."""
+    return _block((b.type, in_channels, b.out_channels, b.stride, b.kernel, b.layers, b.bottleneck))
 
 
 def _pick(rng: random.Random, seq: Sequence[T]) -> T:
@@ -102,6 +107,7 @@ class Mutator:
         self._max_layers = {name: kind.max_layers for name, kind in BLOCK_KINDS.items()}
 
         self._layer_choices: dict[int, tuple[int, ...]] = {}  # current layers -> the values a change may give
+        self._parent_layers: dict[Structure, int] = {}
 
     # -- one field of one block ---------------------------------------------------------------
     def mutate_block(self, blocks: tuple[Block, ...], idx: int, rng: random.Random,
@@ -124,8 +130,8 @@ class Mutator:
                     out = r.stem_max_out
                 if r.out_max_next and out > nxt.out_channels:
                     out = nxt.out_channels
-                return Block(typ, cin, out, stride, k, layers, btn)
-            return Block(typ, cin, out, stride, self._kernel(k, rng), layers, btn)
+                return _block((typ, cin, out, stride, k, layers, btn))
+            return _block((typ, cin, out, stride, self._kernel(k, rng), layers, btn))
 
         fields = self._fine_fields[typ] if fine else self._fields[typ]
         what = fields[int(rand() * len(fields))]
@@ -165,7 +171,7 @@ class Mutator:
             layers = new
         if btn is not None and r.btn_min_divisor is not None and btn < out / r.btn_min_divisor:
             btn = smart_round(out / r.btn_min_divisor, base)
-        return Block(typ, cin, out, stride, k, layers, btn)
+        return _block((typ, cin, out, stride, k, layers, btn))
 
     def _kernel(self, k: int, rng: random.Random) -> int:
         choices = self._kernel_choices.get(k)
@@ -174,6 +180,15 @@ class Mutator:
         return _pick(rng, choices) if choices else k
 
     # -- a whole candidate ----------------------------------------------------------------------
+    def _layers_of(self, s: Structure) -> int:
+        """Main-path layers of a parent (cached: a population member is mutated many times)."""
+        n = self._parent_layers.get(s)
+        if n is None:
+            if len(self._parent_layers) >= 1 << 12:
+                self._parent_layers.clear()  # bounded: members come and go
+            n = self._parent_layers[s] = sum([_CONVS_PER_UNIT[b.type] * b.layers for b in s.blocks])
+        return n
+
     def _shrink(self, b: Block, idx: int) -> Block:
         k = b.kernel
         res = self._plan.res_in[idx]
@@ -195,7 +210,7 @@ class Mutator:
         last_pick = n - 1 if self.rules.pick == "reference" else n
         cpu = _CONVS_PER_UNIT
         budget = self.budget_layers
-        layers = sum([cpu[b.type] * b.layers for b in blocks]) if budget is not None else 0
+        layers = self._layers_of(parent) if budget is not None else 0
         shrink = self._plan.shrink_needed
         mutate_block = self.mutate_block
         for _ in range(self.rules.rounds):
@@ -208,8 +223,8 @@ class Mutator:
                     continue
                 if idx + 1 < n:
                     nxt = blocks[idx + 1]
-                    if nxt.in_channels != new.out_channels:  # re-chain the next block's in
-                        nxt = nxt._replace(in_channels=new.out_channels)
+                    if nxt.in_channels != new.out_channels:
+                        nxt = _chained(nxt, new.out_channels)
                     candidate = (*blocks[:idx], new, nxt, *blocks[idx + 2:])
                 else:
                     candidate = (*blocks[:idx], new)
