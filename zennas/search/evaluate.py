@@ -32,7 +32,7 @@ from zennas.space.structure import Block, Structure
 # the uncached cost function: the evaluator keeps its own bounded cache, keyed by position as well
 _block_cost = getattr(block_cost, "__wrapped__", block_cost)
 
-CACHE_LIMIT = 1 << 14  # cached blocks per position; a full cache is cleared (bounded memory in long searches)
+CACHE_LIMIT = 1 << 13  # cached blocks per position; a full cache is cleared (bounded memory in long searches)
 
 
 @dataclass(frozen=True, slots=True)
