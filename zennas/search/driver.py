@@ -71,7 +71,7 @@ class TrialRecord(NamedTuple):
     reason: str | None  # the budget that rejected it, or the error of a failed one
     score: float | None
     latency_ms: float | None = None
-    worker: str = "driver"  # node/actor that evaluated it
+    worker: str | None = "driver"  # node/actor that evaluated it
     attempts: int = 0
     seconds: float = 0.0
 
@@ -254,7 +254,6 @@ class Search:
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, *, resume: bool = False) -> SearchResult:
-        spec = self.spec
         t_start = time.perf_counter()
         cp = self.store.load(self.search_id) if (self.store and resume) else None
         if cp is not None and self.store is not None:
@@ -333,7 +332,8 @@ class Search:
         sampler = optuna.samplers.NSGAIISampler(
             population_size=max(2, spec.population), seed=spec.seed + run.n_trials,
             constraints_func=None if _HAS_SET_CONSTRAINT else constraints_from_attrs)
-        study = optuna.create_study(directions=["maximize"] + ["minimize"] * len(spec.objectives),
+        directions: list[Any] = ["maximize"] + ["minimize"] * len(spec.objectives)
+        study = optuna.create_study(directions=directions,
                                     sampler=sampler, study_name=f"zennas-{self.search_id}")
         if resumed:
             self._replay_history(study, codec)
@@ -366,7 +366,8 @@ class Search:
                     score = score_of(r.evaluation) if self.driver_scored else res["score"]
                 records[i] = r._replace(state=res["state"], reason=res.get("reason"), score=score,
                                         latency_ms=res.get("latency_ms"), worker=res.get("worker"),
-                                        attempts=res.get("attempts"), seconds=res.get("seconds"))
+                                        attempts=int(res.get("attempts") or 0),
+                                        seconds=float(res.get("seconds") or 0.0))
         return records
 
     def _tell(self, run: _Progress, proposer: Any, records: list[TrialRecord]) -> None:
@@ -421,7 +422,7 @@ class Search:
         if None in parts:
             if len(cache) >= 1 << 14:
                 cache.clear()  # bounded: a long search sees new blocks forever
-            parts = [p if p is not None else cache.setdefault(b, json.dumps(b)) for p, b in zip(parts, s.blocks)]
+            parts = [p if p is not None else cache.setdefault(b, json.dumps(b)) for p, b in zip(parts, s.blocks, strict=True)]
         return "[" + ", ".join(parts) + "]"  # type: ignore[arg-type]
 
     def _save(self, cp: Checkpoint) -> None:

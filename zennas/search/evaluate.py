@@ -174,7 +174,7 @@ class Evaluator:
         if None in shares:
             shares = [v if v is not None else self._shares(at, b)
                       for v, b, at in zip(shares, s.blocks, self.positions, strict=True)]
-        totals = tuple(map(sum, zip(*shares)))  # per term, summed in block order
+        totals = tuple(map(sum, zip(*shares, strict=True)))  # per term, summed in block order
         for j, name, limit in self.limits:
             if totals[j] > limit:
                 return Evaluation(totals, name)
