@@ -732,7 +732,7 @@ def bench_damo(args: argparse.Namespace) -> None:
         ["best score", best.get("score")],
         ["search seconds (driver clock, both runs)", result.get("seconds")],
         ["wall s, submit -> succeeded (incl. drain + restart)", total_s],
-        ["progress seen before the drain / first seen after the restart", f"{drained_at:,} / {resumed_at}"],
+        ["iteration seen before the drain / first seen running after the restart", f"{drained_at:,} / {resumed_at}"],
         ["drain (SIGTERM -> server exited) s", drain_s],
         ["second run (restart -> succeeded) s", second_run_s],
         ["dispatcher peak RSS MiB, first run / resumed run", f"{rss[0]:.0f} / {rss[1]:.0f}"],
