@@ -3,8 +3,8 @@
     python benchmarks/bench_score.py            # everything (the reference-settings runs take ~1-2 min)
     python benchmarks/bench_score.py --quick    # skip the reference-settings forward passes
 
-a. candidates/s of mutate -> budget check -> costs -> entropy-analytic with zennas (Mutator +
-   DriverEvaluator.evaluate) against a naive plain-Python loop of the same steps (deepcopy'd dicts,
+a. candidates/s of mutate -> budget check -> costs -> entropy-analytic with zennas (Mutator.mutate +
+   the search's Evaluator: the code the search runs per candidate) against a naive plain-Python loop of the same steps (deepcopy'd dicts,
    reference-style mutation, a freshly validated Structure, zennas.cost.costs, the entropy-analytic
    scorer), one core, same run.
 b. forward-pass ``entropy`` seconds per candidate at our defaults vs the reference settings
@@ -31,8 +31,7 @@ from _common import best_of_cpu, header, load_structures, pct, section, table, v
 from zennas.cost import block_cost, costs
 from zennas.score import make_scorer
 from zennas.score.analytic import _block_log_std
-from zennas.search.evaluate import DriverEvaluator
-from zennas.search.spec import Budgets
+from zennas.search.evaluate import Evaluator, search_evaluator
 from zennas.space.mutation import Mutator, smart_round
 from zennas.space.space import MutationRules, get_space
 from zennas.space.structure import Block, Structure
@@ -52,62 +51,32 @@ def clear_caches() -> None:
 
 
 # -- a. zennas pipeline ----------------------------------------------------------------------------
-def _setup() -> tuple[Any, Mutator, DriverEvaluator]:
+def _setup() -> tuple[Any, Mutator, Evaluator]:
     space = get_space(SPACE)
     mut = Mutator(space, budget_layers=BUDGET_LAYERS, height=RES, width=RES)
-    ev = DriverEvaluator(space.start, RES, RES, Budgets(flops=BUDGET_FLOPS, layers=BUDGET_LAYERS),
-                         space.stage_weights)
+    ev = search_evaluator(space.start, RES, RES, score="entropy-analytic", settings={},
+                          stage_weights=space.stage_weights, flops=BUDGET_FLOPS, layers=BUDGET_LAYERS)
     return space, mut, ev
 
 
-def zennas_pipeline(n: int, *, structures: bool = False) -> dict[str, Any]:
-    """The hot path: raw-tuple mutation (``Mutator.mutate_raw``), costs + score in one pass
-    (``DriverEvaluator.evaluate_raw``), budget check (``within``). ``structures``: also materialize a
-    :class:`Structure` for every accepted candidate (what a search does for each trial it records)."""
-    space, mut, ev = _setup()
-    rng = random.Random(0)
-    start = mut.to_raw(space.start)
-    pool = [(start, mut.count_layers(start))]
-    pos = 0
-    accepted = 0
-    best = -math.inf
-    mutate, evaluate, within, to_structure = mut.mutate_raw, ev.evaluate_raw, ev.within, mut.to_structure
-    for _ in range(n):
-        blocks, layers = pool[int(rng.random() * len(pool))]
-        blocks, layers = mutate(blocks, layers, rng)
-        flops, params, n_layers, score = evaluate(blocks)
-        if within(flops, params, n_layers):
-            accepted += 1
-            if structures:
-                to_structure(blocks)
-            if score > best:
-                best = score
-            if len(pool) < POOL:
-                pool.append((blocks, layers))
-            else:
-                pool[pos] = (blocks, layers)
-                pos = (pos + 1) % POOL
-    return {"accepted": accepted, "best": best}
-
-
-def zennas_structure_pipeline(n: int) -> dict[str, Any]:
-    """The same loop through the Structure-level API (``Mutator.mutate``, ``DriverEvaluator.evaluate``,
-    ``violated``): every candidate a validated-by-construction Structure of Block dataclasses."""
+def zennas_pipeline(n: int) -> dict[str, Any]:
+    """What the search runs per candidate: ``Mutator.mutate`` (a Structure of Blocks, built without
+    re-validation) and the search's ``Evaluator`` (costs, budget check and entropy-analytic in one pass)."""
     space, mut, ev = _setup()
     rng = random.Random(0)
     pool = [space.start]
     pos = 0
     accepted = 0
     best = -math.inf
-    mutate, evaluate, violated = mut.mutate, ev.evaluate, ev.violated
+    mutate, score = mut.mutate, ev.score
     for _ in range(n):
-        parent = pool[int(rng.random() * len(pool))]
-        child = mutate(parent, rng)
-        c, score = evaluate(child)
-        if violated(c) is None:
+        child = mutate(pool[int(rng.random() * len(pool))], rng)
+        e = ev(child)
+        if e.reason is None:
             accepted += 1
-            if score > best:
-                best = score
+            s = score(e)
+            if s > best:
+                best = s
             if len(pool) < POOL:
                 pool.append(child)
             else:
@@ -116,20 +85,15 @@ def zennas_structure_pipeline(n: int) -> dict[str, Any]:
     return {"accepted": accepted, "best": best}
 
 
-Cand = tuple[tuple[Any, ...], int]
-
-
-def zennas_mutate_only(n: int) -> list[Cand]:
+def zennas_mutate_only(n: int) -> list[Structure]:
     space, mut, _ = _setup()
     rng = random.Random(0)
-    start = mut.to_raw(space.start)
-    pool: list[Cand] = [(start, mut.count_layers(start))]
+    pool = [space.start]
     out = []
     pos = 0
-    mutate = mut.mutate_raw
+    mutate = mut.mutate
     for _ in range(n):
-        blocks, layers = pool[int(rng.random() * len(pool))]
-        child = mutate(blocks, layers, rng)
+        child = mutate(pool[int(rng.random() * len(pool))], rng)
         out.append(child)
         if len(pool) < POOL:
             pool.append(child)
@@ -139,12 +103,10 @@ def zennas_mutate_only(n: int) -> list[Cand]:
     return out
 
 
-def zennas_evaluate_only(cands: list[Cand]) -> None:
+def zennas_evaluate_only(cands: list[Structure]) -> None:
     _, _, ev = _setup()
-    evaluate, within = ev.evaluate_raw, ev.within
-    for blocks, _layers in cands:
-        flops, params, layers, _ = evaluate(blocks)
-        within(flops, params, layers)
+    for s in cands:
+        ev(s)
 
 
 # -- a. the naive baseline -------------------------------------------------------------------------
@@ -262,23 +224,15 @@ def bench_analytic(args: argparse.Namespace) -> None:
         clear_caches()
         return zennas_pipeline(n_ours)
 
-    def ours_s() -> dict[str, Any]:
-        clear_caches()
-        return zennas_pipeline(n_ours, structures=True)
-
-    def api() -> dict[str, Any]:
-        clear_caches()
-        return zennas_structure_pipeline(n_ours)
-
     def naive() -> dict[str, Any]:
         clear_caches()
         return naive_pipeline(n_base)
 
-    def mut_only() -> list[Cand]:
+    def mut_only() -> list[Structure]:
         clear_caches()
         return zennas_mutate_only(n_ours)
 
-    cands: list[Cand] = []
+    cands: list[Structure] = []
 
     def ev_only() -> None:
         clear_caches()
@@ -286,33 +240,30 @@ def bench_analytic(args: argparse.Namespace) -> None:
 
     # Interleaved (ours, naive, mutate-only, evaluate-only, ours, ...) so that every variant meets
     # the same load on a shared machine; the best repeat of each is kept (wall and CPU separately).
-    walls: dict[str, list[float]] = {k: [] for k in ("ours", "ours_s", "api", "naive", "mut", "ev")}
+    walls: dict[str, list[float]] = {k: [] for k in ("ours", "naive", "mut", "ev")}
     cpus: dict[str, list[float]] = {k: [] for k in walls}
     res: dict[str, Any] = {}
     for _ in range(reps):
-        for key, fn in (("ours", ours), ("ours_s", ours_s), ("api", api), ("naive", naive), ("mut", mut_only),
-                        ("ev", ev_only)):
+        for key, fn in (("ours", ours), ("naive", naive), ("mut", mut_only), ("ev", ev_only)):
             w, c, res[key], _ = best_of_cpu(fn, 1)
             walls[key].append(w)
             cpus[key].append(c)
             if key == "mut":
                 cands = res[key]
-    n = {"ours": n_ours, "ours_s": n_ours, "api": n_ours, "naive": n_base, "mut": n_ours, "ev": n_ours}
+    n = {"ours": n_ours, "naive": n_base, "mut": n_ours, "ev": n_ours}
     labels = {
-        "ours": "zennas hot path (Mutator.mutate_raw + DriverEvaluator.evaluate_raw + within)",
-        "ours_s": "zennas hot path + a Structure for every accepted candidate",
-        "api": "zennas Structure API (Mutator.mutate + DriverEvaluator.evaluate + violated)",
+        "ours": "zennas, the search's path (Mutator.mutate + Evaluator)",
         "naive": "naive (deepcopy dicts, ref-style mutate, Structure(), costs(), entropy-analytic scorer)",
-        "mut": "  zennas hot path: Mutator.mutate_raw only",
-        "ev": "  zennas hot path: DriverEvaluator.evaluate_raw + within only",
+        "mut": "  zennas: Mutator.mutate only",
+        "ev": "  zennas: Evaluator only (costs, budget check, entropy-analytic)",
     }
     print(f"parents: uniform among the last {POOL} accepted candidates (start: detection-k1kxk1 start), "
           f"random.Random(0); per-block caches cleared before every repeat; best of {reps} interleaved repeats "
           "(all wall times listed, sorted)")
     rows = []
-    for key in ("ours", "ours_s", "api", "naive", "mut", "ev"):
+    for key in ("ours", "naive", "mut", "ev"):
         bw, bc = min(walls[key]), min(cpus[key])
-        r = res[key] if key in ("ours", "ours_s", "api", "naive") else None
+        r = res[key] if key in ("ours", "naive") else None
         rows.append([labels[key], n[key], bw, " / ".join(f"{x:.2f}" for x in sorted(walls[key])), n[key] / bw,
                      bc, n[key] / bc, 1e6 * bc / n[key],
                      f"{r['accepted'] / n[key]:.1%}" if r else "", r["best"] if r else None])

@@ -1,19 +1,20 @@
-"""Search benchmarks: the MAE-DET setting end to end through the Optuna driver.
+"""Search benchmarks: the MAE-DET setting end to end through the driver, against a plain loop.
 
-    python benchmarks/bench_search.py           # seeds 0, 1, 2 (f: 0-4); includes the 1M-iteration run
+    python benchmarks/bench_search.py           # seeds 0, 1, 2 (f: 0-4); includes the 1M-iteration runs
     python benchmarks/bench_search.py --quick   # seed 0 only (f: 0-2), no 1M run
-    python benchmarks/bench_search.py --only f  # the search-quality table only (~8 min on 2 busy cores)
+    python benchmarks/bench_search.py --only a --only b --only g   # issue 12's figures
 
 a. The MAE-DET setting of tests/data/search.json (detection-k1kxk1, entropy-analytic, 480x480,
    FLOPs <= 188e8, layers <= 91, population 256, 100,000 iterations) through ``run_search`` with a
-   SearchStore on a temporary SQLite file (trial rows and checkpoints written, as a real run): wall
-   time, best score and its costs, best-so-far at 10k / 20k vs the reference's curves. Baseline in
-   the same run: the same algorithm as a plain loop without Optuna or a store (list population,
-   uniform pick, zennas Mutator, DriverEvaluator, keep the top 256 by sorting). Also ``pick:
-   reference`` (the reference's block-pick quirk) through the driver.
-b. Cost growth: 10k, 100k, 1M iterations (seed 0): seconds per 1k iterations.
-c. Driver overhead per candidate: (wall - time in the evaluate phase) / trials, from
-   SearchResult.timings.
+   SearchStore on a temporary SQLite file (every trial row and the checkpoints written, as a real
+   run) and without a store; baseline in the same run: the same algorithm as a plain loop without a
+   driver or a store (list population, uniform pick, the search's Mutator and Evaluator, keep the top
+   256 by sorting). Interleaved repeats, best of each kept. Best-so-far at 10k / 20k vs the
+   reference's curves.
+b. Cost growth and peak RSS: 10k, 100k, 1M iterations (seed 0), with and without a store, each in a
+   fresh process (``--child N store|none``); then the linearity within one 1M run.
+c. Driver overhead per candidate: (driver wall - plain loop wall) / candidates, same run; and the
+   driver's phases per candidate from SearchResult.timings.
 d. Generation size 1 / 16 / 64 / 512 at 10k iterations: wall time and best score.
 e. Forward-pass throughput on 1 vs 2 Ray workers (zennas_workers.RayBackend) and the actor round
    trip vs the in-driver analytic score, when zennas_workers is importable.
@@ -23,6 +24,11 @@ f. Search quality at few iterations (issue 3): best score @10k / @20k / @100k pe
    with 4 mutation rounds, coarse-to-fine (``fine_phase``), restarts, a greedy start. Ideas that are
    SearchSpec fields run through the driver; the others through ``evolve``, a loop that does exactly
    what the driver does (checked here: it reproduces the driver's curve for the default).
+g. DAMO-YOLO scale through the service (``zennas serve --dev`` on a fresh SQLite file): population
+   512, 500,000 iterations, stage weights [0, 0, 1, 1, 16]; progress polled, the service drained
+   (SIGTERM) at 40 % and restarted, the job resumed from its checkpoint to the end, compared with an
+   uninterrupted library run; the dispatcher's peak RSS; a /trials page at the end of the history; a
+   second job cancelled.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ from _common import (
 )
 
 from zennas.search.driver import SearchResult, run_search
-from zennas.search.evaluate import DriverEvaluator
+from zennas.search.evaluate import search_evaluator
 from zennas.search.population import Population
 from zennas.search.sampler import trial_rng
 from zennas.search.spec import Budgets, SearchSpec
@@ -71,8 +77,9 @@ SPACE = "detection-k1kxk1"
 BUDGETS = Budgets(flops=188e8, layers=91)
 POPULATION = 256
 TARGET_100K_S = 10.0
-TARGET_1M_S = 100.0
-TARGET_OVERHEAD_MS = 0.1
+TARGET_RATIO = 1.3  # driver (store, checkpoints) / plain loop, wall, same run
+TARGET_OVERHEAD_MS = 0.05
+TARGET_RSS_RATIO = 1.25  # peak RSS after 1M iterations / after 10k
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 logging.getLogger("zennas").setLevel(logging.WARNING)
@@ -97,21 +104,23 @@ class Run:
     cpu: float = 0.0  # this process's CPU time over the run (steadier than wall time under load)
 
 
-def run_driver(spec: SearchSpec, *, progress: bool = False) -> Run:
-    """One search through the driver, with a fresh SQLite store in a temporary directory. With
-    ``progress``, the driver's progress events (about one a second) are kept as (trials, seconds)."""
+def run_driver(spec: SearchSpec, *, progress: bool = False, store: bool = True) -> Run:
+    """One search through the driver, with a fresh SQLite store in a temporary directory (``store``:
+    False runs it without one). With ``progress``, the driver's progress events (about one a second)
+    are kept as (trials, seconds)."""
     events: list[tuple[int, float]] = []
 
     def on_progress(ev: dict[str, Any]) -> None:
         events.append((ev["iteration"], ev["elapsed_s"]))
 
     with tempfile.TemporaryDirectory(prefix="zennas-bench-") as tmp:
-        store = SearchStore.open(os.path.join(tmp, "search.db"))
+        st = SearchStore.open(os.path.join(tmp, "search.db")) if store else None
         gc.collect()
         c0, t0 = time.process_time(), time.perf_counter()
-        r = run_search(spec, store=store, progress=on_progress if progress else None, progress_interval=1.0)
+        r = run_search(spec, store=st, progress=on_progress if progress else None, progress_interval=1.0)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        store.engine.dispose()
+        if st is not None:
+            st.engine.dispose()
     return Run(wall, r, events, cpu)
 
 
@@ -145,18 +154,24 @@ def ref_curve(fx: dict[str, Any], which: str, n: int) -> float | None:
 
 
 # -- the plain-loop baseline -----------------------------------------------------------------------
+def _evaluator(space: Any) -> Any:
+    return search_evaluator(space.start, 480, 480, score="entropy-analytic", settings={},
+                            stage_weights=space.stage_weights, flops=BUDGETS.flops, layers=BUDGETS.layers)
+
+
 def plain_loop(seed: int, iterations: int, *, pick: str = "any") -> dict[str, Any]:
     """The reference's algorithm without Optuna or a store: list population, uniform pick, mutate,
-    budget check, score, deduplicate, keep the top 256 by sorting."""
+    budget check, score, deduplicate, keep the top 256 by sorting. Mutation and evaluation are the
+    search's own (``Mutator.mutate``, the search's ``Evaluator``)."""
     space = get_space(SPACE)
     if pick != "any":
         doc = space.to_dict()
         doc["mutation"]["pick"] = pick
         space = SearchSpec(space_doc=doc).resolve_space()
     mut = Mutator(space, budget_layers=BUDGETS.layers, height=480, width=480)
-    ev = DriverEvaluator(space.start, 480, 480, BUDGETS, space.stage_weights)
+    ev = _evaluator(space)
     rng = random.Random(seed)
-    start_score = ev.analytic(space.start)
+    start_score = ev.score(ev(space.start))
     pop: list[tuple[float, Structure]] = [(start_score, space.start)] * POPULATION
     members: dict[Structure, int] = {space.start: POPULATION}  # structure -> copies held (deduplication)
     best, curve = start_score, []
@@ -168,10 +183,10 @@ def plain_loop(seed: int, iterations: int, *, pick: str = "any") -> dict[str, An
         t0 = pc()
         child = mut.mutate(pop[rng.randrange(len(pop))][1], rng)
         t1 = pc()
-        c, score = ev.evaluate(child)
-        bad = ev.violated(c)
+        e = ev(child)
         t2 = pc()
-        if bad is None and child not in members:
+        if e.reason is None and child not in members:
+            score = ev.score(e)
             pop.append((score, child))
             pop.sort(key=lambda x: x[0], reverse=True)  # stable: among ties the newest sorts last
             members[child] = 1
@@ -189,7 +204,7 @@ def plain_loop(seed: int, iterations: int, *, pick: str = "any") -> dict[str, An
     wall = pc() - t_start
     cpu = time.process_time() - c_start
     bs = max(pop, key=lambda x: x[0])[1]
-    c = ev.costs(bs)
+    c = ev(bs)
     return {"wall": wall, "cpu": cpu, "best": best, "curve": curve, "costs": c, "mutate": t_mut, "evaluate": t_ev,
             "population": t_pop}
 
@@ -201,10 +216,10 @@ _ENV: dict[str, Any] = {}
 def evolve(seed: int, iterations: int, *, size: Callable[[int], int] | None = None,
            rounds: Callable[[int], int] | None = None, fine_from: int | None = None,
            restarts: tuple[int, int, int] | None = None, generation: int = 16) -> list[tuple[int, float]]:
-    """The driver's evolution without Optuna or a store, step for step: trial n draws from
-    ``trial_rng(seed, n)``, a generation of ``generation`` candidates is mutated from the population as
-    it was when the generation began, then told in trial order into a ``Population``. Returns the
-    best-so-far curve [(trials so far, new best)].
+    """The driver's evolution without Optuna or a store, step for step: a generation of
+    ``generation`` candidates draws from ``trial_rng(seed, its first trial number)`` and is mutated
+    from the population as it was when the generation began, then told in trial order into a
+    ``Population``. Returns the best-so-far curve [(trials so far, new best)].
 
     size(n): the population's capacity when trial n is told (grow-only; the start fills the first one);
     rounds(n): ``Mutator.mutate`` calls for trial n (1 = the space's 2 rounds; 2 = 4 rounds);
@@ -216,9 +231,9 @@ def evolve(seed: int, iterations: int, *, size: Callable[[int], int] | None = No
         space = get_space(SPACE)
         _ENV["space"] = space
         _ENV["mut"] = Mutator(space, budget_layers=BUDGETS.layers, height=480, width=480)
-        _ENV["ev"] = DriverEvaluator(space.start, 480, 480, BUDGETS, space.stage_weights)
+        _ENV["ev"] = _evaluator(space)
     space, mut, ev = _ENV["space"], _ENV["mut"], _ENV["ev"]
-    start_score = ev.analytic(space.start)
+    start_score = ev.score(ev(space.start))
     curve: list[tuple[int, float]] = []
     best = start_score
 
@@ -228,8 +243,8 @@ def evolve(seed: int, iterations: int, *, size: Callable[[int], int] | None = No
         while n < last:
             g = min(generation, last - n)
             cands = []
+            rng = trial_rng(seed, n)
             for number in range(n, n + g):
-                rng = trial_rng(seed, number)
                 child = pop.pick(rng)
                 fine = fine_from is not None and number >= fine_from
                 for _ in range(rounds(number) if rounds else 1):
@@ -238,8 +253,9 @@ def evolve(seed: int, iterations: int, *, size: Callable[[int], int] | None = No
             for number, child in enumerate(cands, n):
                 if size_at is not None and size_at(number) > pop.size:
                     pop.resize(size_at(number))
-                c, score = ev.evaluate(child)
-                if ev.violated(c) is None:
+                e = ev(child)
+                if e.reason is None:
+                    score = ev.score(e)
                     pop.insert(child, score)
                     if score > best:
                         best = score
@@ -275,38 +291,48 @@ def fmt_costs(c: Any) -> str:
 
 
 def bench_mae(args: argparse.Namespace, fx: dict[str, Any]) -> dict[int, Run]:
-    section("a. MAE-DET setting, 100,000 iterations, population 256, generation 16, SQLite store")
+    section(f"a. MAE-DET setting, {args.iterations:,} iterations, population 256, generation 16: driver vs plain loop")
     seeds = [0] if args.quick else [0, 1, 2]
-    runs: dict[int, Run] = {}
-    base: dict[int, dict[str, Any]] = {}
+    runs: dict[int, Run] = {}  # the driver with a SQLite store (best of the repeats)
+    bare: dict[int, Run] = {}  # the driver without a store
+    base: dict[int, dict[str, Any]] = {}  # the plain loop
     for seed in seeds:
-        runs[seed] = run_driver(mae_spec(seed, args.iterations))
-        base[seed] = plain_loop(seed, args.iterations)
+        for _ in range(args.repeats):  # interleaved, so all three meet the same load; the best of each kept
+            b = plain_loop(seed, args.iterations)
+            r = run_driver(mae_spec(seed, args.iterations))
+            n = run_driver(mae_spec(seed, args.iterations), store=False)
+            if seed not in base or b["wall"] < base[seed]["wall"]:
+                base[seed] = b
+            if seed not in runs or r.wall < runs[seed].wall:
+                runs[seed] = r
+            if seed not in bare or n.wall < bare[seed].wall:
+                bare[seed] = n
     pf10, pf20 = ref_curve(fx, "pick_fixed", 10_000), ref_curve(fx, "pick_fixed", 20_000)
     ap10, ap20 = ref_curve(fx, "as_published", 10_000), ref_curve(fx, "as_published", 20_000)
     rows = []
     for seed in seeds:
-        r = runs[seed].result
         b = base[seed]
-        rows.append([f"driver (Optuna + store), seed {seed}", runs[seed].wall, runs[seed].cpu, r.best_score,
-                     fmt_costs(r.best_costs), best_at(r.best_curve, 10_000), best_at(r.best_curve, 20_000),
-                     f"{r.evaluated}/{r.rejected}"])
-        rows.append([f"plain loop, seed {seed}", b["wall"], b["cpu"], b["best"], fmt_costs(b["costs"]),
+        for label, rr in (("driver + SQLite store", runs[seed]), ("driver, no store", bare[seed])):
+            r = rr.result
+            rows.append([f"{label}, seed {seed}", rr.wall, rr.cpu, rr.wall / b["wall"], rr.cpu / b["cpu"],
+                         r.best_score, fmt_costs(r.best_costs), best_at(r.best_curve, 10_000),
+                         best_at(r.best_curve, 20_000), f"{r.evaluated}/{r.rejected}"])
+        rows.append([f"plain loop, seed {seed}", b["wall"], b["cpu"], 1.0, 1.0, b["best"], fmt_costs(b["costs"]),
                      best_at(b["curve"], 10_000), best_at(b["curve"], 20_000), ""])
-    rows.append(["reference, pick fixed (search.json)", None, None, None, "", pf10, pf20, ""])
-    rows.append(["reference, as published (search.json)", None, None, None, "", ap10, ap20, ""])
-    table(["run", "wall s", "CPU s", "best score", "best GFLOPs / Mparams / layers", "best @10k", "best @20k",
-           "scored/rejected"], rows)
-    walls = [runs[s].wall for s in seeds]
-    cpus = [runs[s].cpu for s in seeds]
-    bwalls = [base[s]["wall"] for s in seeds]
-    bcpus = [base[s]["cpu"] for s in seeds]
-    print(f"driver wall: best {min(walls):.2f} s, median {statistics.median(walls):.2f} s; plain loop: best "
-          f"{min(bwalls):.2f} s -> driver / plain = {min(walls) / min(bwalls):.2f}x (wall), "
-          f"{min(cpus) / min(bcpus):.2f}x (CPU: {min(cpus):.2f} s vs {min(bcpus):.2f} s)")
-    print(f"target 100k iterations <= {TARGET_100K_S:.0f} s: {verdict(min(walls) <= TARGET_100K_S)} by wall "
-          f"(best {min(walls):.2f} s, all {', '.join(f'{w:.2f}' for w in walls)}), "
-          f"{verdict(min(cpus) <= TARGET_100K_S)} by CPU time (best {min(cpus):.2f} s)")
+    rows.append(["reference, pick fixed (search.json)", None, None, None, None, None, "", pf10, pf20, ""])
+    rows.append(["reference, as published (search.json)", None, None, None, None, None, "", ap10, ap20, ""])
+    table(["run", "wall s", "CPU s", "x plain (wall)", "x plain (CPU)", "best score",
+           "best GFLOPs / Mparams / layers", "best @10k", "best @20k", "scored/rejected"], rows)
+    n = args.iterations
+    for seed in seeds:
+        b, r, nb = base[seed], runs[seed], bare[seed]
+        print(f"seed {seed}: driver + store / plain loop = {r.wall / b['wall']:.2f}x wall, {r.cpu / b['cpu']:.2f}x "
+              f"CPU (target <= {TARGET_RATIO}x: {verdict(r.wall / b['wall'] <= TARGET_RATIO)} by wall); "
+              f"no store / plain = {nb.wall / b['wall']:.2f}x wall, {nb.cpu / b['cpu']:.2f}x CPU; "
+              f"no store / store = {nb.wall / r.wall:.2f}x wall "
+              f"({verdict(nb.wall <= r.wall)}: no slower without a store)")
+    print(f"best of {args.repeats} interleaved repeats each (plain loop, driver + store, driver without store); "
+          "the driver's CPU time includes its store-writer thread")
     for seed in seeds:
         r = runs[seed].result
         d10, d20 = best_at(r.best_curve, 10_000), best_at(r.best_curve, 20_000)
@@ -315,90 +341,78 @@ def bench_mae(args: argparse.Namespace, fx: dict[str, Any]) -> dict[int, Run]:
               f"{pct(d10, ap10):+.1f} % / {pct(d20, ap20):+.1f} %")
     print("costs are TinyNAS units: FLOPs = MACs + BN/activation element ops at 480x480")
 
-    print()
-    print("pick: reference (the reference's exclusive upper bound: the last block is never picked directly)")
+    section("c. driver overhead per candidate: (driver - plain loop) / candidates, same run")
     rows = []
     for seed in seeds:
-        rr = run_driver(mae_spec(seed, args.iterations, pick="reference"))
-        r = rr.result
-        rows.append([f"driver, pick reference, seed {seed}", rr.wall, rr.cpu, r.best_score, fmt_costs(r.best_costs),
-                     best_at(r.best_curve, 10_000), best_at(r.best_curve, 20_000),
-                     r.best_structure.blocks[-1].out_channels, r.best_structure.blocks[-1].layers])
-    for seed in seeds:
-        r = runs[seed].result
-        rows.append([f"driver, pick any, seed {seed}", runs[seed].wall, runs[seed].cpu, r.best_score, fmt_costs(r.best_costs),
-                     best_at(r.best_curve, 10_000), best_at(r.best_curve, 20_000),
-                     r.best_structure.blocks[-1].out_channels, r.best_structure.blocks[-1].layers])
-    rows.append(["reference, as published (search.json, at 32,500)", None, None,
-                 fx["reference_search_progress"]["as_published"]["best"]["32500"][0], "18.73 G / - / 76", ap10, ap20,
-                 None, None])
-    table(["run", "wall s", "CPU s", "best score", "best GFLOPs / Mparams / layers", "best @10k", "best @20k",
-           "last block out", "last block units"], rows)
-
-    section("c. driver overhead per candidate (from SearchResult.timings)")
-    rows = []
-    for seed in seeds:
-        r = runs[seed].result
-        t = r.timings
-        n = r.n_trials
-        over = (runs[seed].wall - t["evaluate"]) / n
-        load = runs[seed].cpu / runs[seed].wall  # share of the wall time this process was on a core
-        rows.append([f"seed {seed}", n, runs[seed].wall, runs[seed].cpu, *(1e6 * t[k] / n for k in (
-                     "ask", "evaluate", "tell", "checkpoint")), 1e6 * base[seed]["mutate"] / args.iterations,
-                     1e3 * over, 1e3 * over * min(1.0, load)])
-    table(["run", "trials", "wall s", "CPU s", "ask us/trial (incl. mutate)", "evaluate us/trial", "tell us/trial",
-           "checkpoint us/trial", "plain-loop mutate us/cand.", "overhead ms/cand. (wall)",
-           "overhead ms/cand. (x CPU/wall)"], rows)
-    best_over = min(r[-2] for r in rows)
-    best_over_cpu = min(r[-1] for r in rows)
-    print("overhead = (wall - evaluate phase) / trials; the evaluate phase is costs + budget check + "
-          "entropy-analytic; ask includes the mutation itself (plain-loop column: its share)")
-    print("the last column scales the wall-clock overhead by the run's CPU/wall ratio (time actually on a core)")
-    print(f"target <= {TARGET_OVERHEAD_MS} ms: {verdict(best_over <= TARGET_OVERHEAD_MS)} by wall (best "
-          f"{best_over:.4f} ms), {verdict(best_over_cpu <= TARGET_OVERHEAD_MS)} CPU-scaled ({best_over_cpu:.4f} ms)")
+        b = base[seed]
+        for label, rr in (("store", runs[seed]), ("no store", bare[seed])):
+            t = rr.result.timings
+            rows.append([f"seed {seed}, {label}", n, rr.wall, b["wall"], 1e3 * (rr.wall - b["wall"]) / n,
+                         1e3 * (rr.cpu - b["cpu"]) / n, *(1e6 * t[k] / n for k in ("ask", "evaluate", "tell",
+                                                                                  "checkpoint"))])
+    table(["run", "candidates", "driver wall s", "plain wall s", "overhead ms/cand. (wall)",
+           "overhead ms/cand. (CPU)", "propose us/cand. (incl. mutate)", "evaluate us/cand.", "tell us/cand.",
+           "checkpoint us/cand."], rows)
+    worst = max(r[4] for r in rows)
+    print(f"target <= {TARGET_OVERHEAD_MS} ms/candidate: {verdict(worst <= TARGET_OVERHEAD_MS)} (worst {worst:.4f} ms "
+          "by wall)")
     pl = base[seeds[0]]
-    n = args.iterations
     print(f"plain loop per candidate: mutate {1e6 * pl['mutate'] / n:.1f} us, evaluate {1e6 * pl['evaluate'] / n:.1f}"
           f" us, population {1e6 * pl['population'] / n:.1f} us, total {1e6 * pl['wall'] / n:.1f} us")
     return runs
 
 
-def bench_growth(args: argparse.Namespace, runs: dict[int, Run]) -> None:
-    section("b. cost growth (seed 0, generation 16, checkpoint_every default)")
-    rows = []
-    sizes = [10_000, args.iterations] + ([] if args.quick else [1_000_000])
-    big: Run | None = None
-    for n in sizes:
-        if n <= 10_000:
-            rs = [run_driver(mae_spec(0, n)) for _ in range(3)]
-            walls = [x.wall for x in rs]
-            cpu = min(x.cpu for x in rs)
-            r = rs[0].result
-            note = "best of 3"
-        else:
-            rr = run_driver(mae_spec(0, n), progress=True)
-            r, walls, cpu = rr.result, [rr.wall], rr.cpu
-            note = "once, progress events on (1/s)"
-            big = rr
-        w = min(walls)
-        rows.append([n, w, 1e3 * w / n, cpu, 1e3 * cpu / n, r.best_score, note])
-    table(["iterations", "wall s", "wall s per 1k iterations", "CPU s", "CPU s per 1k iterations", "best score",
-           "note"], rows)
-    try:
-        import resource
+def _child(argv: list[str]) -> None:
+    """``--child N store|none``: one MAE-DET search of N iterations in this (fresh) process; prints
+    its wall and CPU seconds, best score and peak RSS as JSON."""
+    import json
 
-        print(f"peak RSS of this process so far: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
-    except ImportError:  # pragma: no cover - not on Linux
-        pass
-    if big is not None and big.progress:
+    n, mode = int(argv[0]), argv[1]
+    before = _peak_rss_mib(os.getpid())
+    rr = run_driver(mae_spec(0, n), store=mode == "store")
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forking parent (this script, torch loaded)
+    print(json.dumps({"n": n, "store": mode == "store", "wall": rr.wall, "cpu": rr.cpu, "best": rr.result.best_score,
+                      "rss_mib": _peak_rss_mib(os.getpid()), "rss_before_mib": before}))
+
+
+def _in_child(n: int, store: bool) -> dict[str, Any]:
+    import json
+    import subprocess
+
+    out = subprocess.run([sys.executable, __file__, "--child", str(n), "store" if store else "none"],
+                         capture_output=True, text=True, check=True).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def bench_growth(args: argparse.Namespace, runs: dict[int, Run]) -> None:
+    section("b. cost growth and peak memory: 10k, 100k, 1M iterations (seed 0), with and without a store")
+    sizes = [10_000, 100_000] + ([] if args.quick else [1_000_000])
+    res: dict[tuple[int, bool], dict[str, Any]] = {}
+    for n in sizes:
+        for store in (True, False):
+            res[n, store] = _in_child(n, store)
+    rows = []
+    for n in sizes:
+        for store in (True, False):
+            r = res[n, store]
+            rows.append([n, "SQLite file" if store else "none", r["wall"], 1e3 * r["wall"] / n, r["cpu"],
+                         1e3 * r["cpu"] / n, r["rss_before_mib"], r["rss_mib"],
+                         r["rss_mib"] / res[10_000, store]["rss_mib"], r["best"]])
+    table(["iterations", "store", "wall s", "wall s per 1k", "CPU s", "CPU s per 1k", "RSS after imports MiB",
+           "peak RSS MiB", "peak RSS / at 10k", "best score"], rows)
+    print("each run in a fresh process (python " + Path(__file__).name + " --child N store|none): peak RSS is that "
+          "search's, including the interpreter and imports")
+    top = max(sizes)
+    for store in (True, False):
+        ratio = res[top, store]["rss_mib"] / res[10_000, store]["rss_mib"]
+        print(f"peak RSS at {top:,} / at 10k, {'with' if store else 'without'} a store: {ratio:.2f}x "
+              f"(target <= {TARGET_RSS_RATIO}x: {verdict(ratio <= TARGET_RSS_RATIO)})")
+    if not args.quick:
+        big = run_driver(mae_spec(0, 1_000_000), progress=True)
         n = big.result.n_trials
         print()
-        print(f"linearity within the {n:,}-iteration run (driver clock from its progress events):")
+        print(f"linearity within a {n:,}-iteration run with a store (driver clock from its progress events):")
         table(["trials from", "to", "s per 1k iterations"], [[a, b, v] for a, b, v in segment_rates(big.progress, n)])
-    if not args.quick:
-        w1m, c1m = rows[-1][1], rows[-1][3]
-        print(f"target 1M iterations <= {TARGET_1M_S:.0f} s: {verdict(w1m <= TARGET_1M_S)} by wall ({w1m:.1f} s), "
-              f"{verdict(c1m <= TARGET_1M_S)} by CPU time ({c1m:.1f} s)")
 
 
 def bench_generation(args: argparse.Namespace) -> None:
@@ -518,14 +532,13 @@ def bench_ray(args: argparse.Namespace) -> None:
 
     space = get_space(SPACE)
     mut = Mutator(space, budget_layers=BUDGETS.layers)
-    ev = DriverEvaluator(space.start, 480, 480, BUDGETS, space.stage_weights)
+    ev = _evaluator(space)
     rng = random.Random(0)
     pool: list[Structure] = [space.start]
     cands: list[Structure] = []
     while len(cands) < args.ray_candidates:  # feasible candidates of a population-like walk
         s = mut.mutate(pool[rng.randrange(len(pool))], rng)
-        c, _ = ev.evaluate(s)
-        if ev.violated(c) is None:
+        if ev(s).reason is None:
             cands.append(s)
             pool.append(s)
 
@@ -591,14 +604,14 @@ def bench_ray(args: argparse.Namespace) -> None:
     # the crossover
     an = make_scorer("entropy-analytic")
     n = 20_000
-    t_an_ev, _, _ = best_of(lambda: [ev.evaluate(s) for s in cands * (n // len(cands))], 3)
+    t_an_ev, _, _ = best_of(lambda: [ev(s) for s in cands * (n // len(cands))], 3)
     t_an_ev /= (n // len(cands)) * len(cands)
     t_an_sc, _, _ = best_of(lambda: [an(s) for s in cands * 50], 3)
     t_an_sc /= 50 * len(cands)
     t_fw = t_local / len(tasks)
     print()
     table(["cost per candidate", "seconds", "us"], [
-        ["entropy-analytic in the driver (DriverEvaluator.evaluate, warm caches)", t_an_ev, 1e6 * t_an_ev],
+        ["entropy-analytic in the driver (the search's Evaluator, warm caches)", t_an_ev, 1e6 * t_an_ev],
         ["entropy-analytic scorer (make_scorer, ScoreResult)", t_an_sc, 1e6 * t_an_sc],
         ["in-process trivial task (LocalBackend, parse only)", t_rt_local, 1e6 * t_rt_local],
         ["Ray actor round trip, 1 trivial task per evaluate()", rt["single"], 1e6 * rt["single"]],
@@ -612,19 +625,144 @@ def bench_ray(args: argparse.Namespace) -> None:
           f"{t_fw / rt['single']:,.0f}x")
 
 
+DAMO_WEIGHTS = [0.0, 0.0, 1.0, 1.0, 16.0]  # DAMO-YOLO's TinyNAS configs
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
+def _peak_rss_mib(pid: int) -> float:
+    """VmHWM (the process's peak resident set so far) from /proc, NaN once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def bench_damo(args: argparse.Namespace) -> None:
+    n = args.damo_iterations
+    section(f"g. DAMO-YOLO scale through the service: population 512, {n:,} iterations, stage weights "
+            f"{DAMO_WEIGHTS}, drained and resumed once, then a second job cancelled")
+    import signal
+
+    import httpx
+    from bench_api import Server
+
+    body = {"space": SPACE, "score": "entropy-analytic", "score_settings": {"stage_weights": DAMO_WEIGHTS},
+            "resolution": 480, "budgets": {"flops": BUDGETS.flops, "layers": BUDGETS.layers}, "population": 512,
+            "iterations": n, "generation": 16, "seed": 0}
+    events: list[tuple[float, int]] = []  # (seconds since submit, iteration) as polled
+    rss: list[float] = []  # the dispatchers' peak RSS (MiB), before the drain and after the resume
+    with tempfile.TemporaryDirectory(prefix="zennas-damo-") as tmp:
+        work = Path(tmp)
+        srv = Server(work, settings={"max_iterations": str(max(n, 2_000_000))})
+        try:
+            c = httpx.Client(base_url=srv.url, timeout=60)
+            t0 = time.perf_counter()
+            jid = c.post("/v1/searches", json=body).raise_for_status().json()["id"]
+            disp = _children(srv.proc.pid)
+            while True:  # run to ~40 %, then drain the service (SIGTERM): the search checkpoints
+                j = c.get(f"/v1/searches/{jid}").json()
+                it = (j.get("progress") or {}).get("iteration", 0)
+                events.append((time.perf_counter() - t0, it))
+                if it >= 0.4 * n:
+                    drained_at = it
+                    break
+                time.sleep(0.5)
+            rss.append(max(_peak_rss_mib(p) for p in disp))
+            t_drain = time.perf_counter()
+            srv.proc.send_signal(signal.SIGTERM)
+            srv.proc.wait(timeout=120)
+            drain_s = time.perf_counter() - t_drain
+        finally:
+            srv.stop()
+        srv = Server(work, settings={"max_iterations": str(max(n, 2_000_000))})  # same database: resumes
+        try:
+            c = httpx.Client(base_url=srv.url, timeout=60)
+            t_restart = time.perf_counter()
+            disp = _children(srv.proc.pid)
+            resumed_at = None
+            while True:
+                j = c.get(f"/v1/searches/{jid}").json()
+                it = (j.get("progress") or {}).get("iteration", 0)
+                if resumed_at is None and j["state"] == "running":
+                    resumed_at = it
+                events.append((time.perf_counter() - t0, it))
+                if j["state"] in ("succeeded", "failed", "cancelled"):
+                    break
+                rss_now = max(_peak_rss_mib(p) for p in disp)
+                time.sleep(0.5)
+            total_s = time.perf_counter() - t0
+            second_run_s = time.perf_counter() - t_restart
+            rss.append(rss_now)
+            result = j.get("result") or {}
+            t_page = time.perf_counter()
+            page = c.get(f"/v1/searches/{jid}/trials", params={"offset": n - 1000, "limit": 1000}).json()
+            page_s = time.perf_counter() - t_page
+            # cancel: a second job of the same size, cancelled once it reports progress
+            jid2 = c.post("/v1/searches", json={**body, "seed": 1}).raise_for_status().json()["id"]
+            while not (c.get(f"/v1/searches/{jid2}").json().get("progress") or {}).get("iteration"):
+                time.sleep(0.2)
+            t_cancel = time.perf_counter()
+            c.post(f"/v1/searches/{jid2}/cancel").raise_for_status()
+            while (j2 := c.get(f"/v1/searches/{jid2}").json())["state"] not in ("cancelled", "succeeded", "failed"):
+                time.sleep(0.1)
+            cancel_s = time.perf_counter() - t_cancel
+        finally:
+            srv.stop()
+    ref = run_search(SearchSpec(space=SPACE, score="entropy-analytic", score_settings={"stage_weights": DAMO_WEIGHTS},
+                                height=480, width=480, budgets=BUDGETS, population=512, iterations=n, seed=0))
+    best = (result.get("best") or {})
+    same = best.get("score") == ref.best_score and best.get("structure") == ref.best_structure.to_dict()
+    table(["what", "value"], [
+        ["job state", j["state"]],
+        ["trials", (result.get("counts") or {}).get("trials")],
+        ["best score", best.get("score")],
+        ["search seconds (driver clock, both runs)", result.get("seconds")],
+        ["wall s, submit -> succeeded (incl. drain + restart)", total_s],
+        ["iteration seen before the drain / first seen running after the restart", f"{drained_at:,} / {resumed_at}"],
+        ["drain (SIGTERM -> server exited) s", drain_s],
+        ["second run (restart -> succeeded) s", second_run_s],
+        ["dispatcher peak RSS MiB, first run / resumed run", f"{rss[0]:.0f} / {rss[1]:.0f}"],
+        [f"GET /trials?offset={n - 1000}&limit=1000: rows / s", f"{len(page.get('items', []))} / {page_s:.3f}"],
+        ["second job: cancel -> state", f"{j2['state']} in {cancel_s:.2f} s"],
+        ["resumed result == uninterrupted library run (score and structure)", "yes" if same else "NO"],
+    ])
+    print(f"uninterrupted library run (run_search, no store): best {ref.best_score}, {ref.seconds:.1f} s")
+    print("progress as polled (s since submit, iteration): " + ", ".join(
+        f"({t:.0f}, {i:,})" for t, i in events[:: max(1, len(events) // 12)]))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="one seed, no 1M-iteration run")
-    p.add_argument("--only", choices=("a", "b", "c", "d", "e", "f"), action="append",
+    p.add_argument("--only", choices=("a", "b", "c", "d", "e", "f", "g"), action="append",
                    help="sections to run (c always comes with a)")
     p.add_argument("--iterations", type=int, default=100_000, help="iterations of the section-a runs")
     p.add_argument("--quality-seeds", default="0,1,2,3,4", help="seeds of section f (--quick: 0,1,2)")
     p.add_argument("--ray-candidates", type=int, default=64)
     p.add_argument("--ray-repeats", type=int, default=2, help="repeats of each 64-candidate pass (best kept)")
+    p.add_argument("--repeats", type=int, default=2, help="interleaved repeats of section a's runs (best kept)")
+    p.add_argument("--damo-iterations", type=int, default=500_000, help="iterations of section g's search")
+    if sys.argv[1:2] == ["--child"]:
+        _child(sys.argv[2:])
+        return
     args = p.parse_args()
     header("bench_search")
     fx = load_search_fixture()
-    only = set(args.only or ("a", "b", "c", "d", "e", "f"))
+    only = set(args.only or ("a", "b", "c", "d", "e", "f", "g"))
     if args.quick and args.quality_seeds == p.get_default("quality_seeds"):
         args.quality_seeds = "0,1,2"
     runs: dict[int, Run] = {}
@@ -638,6 +776,8 @@ def main() -> None:
         bench_ray(args)
     if "f" in only:
         bench_ideas(args, fx, runs)
+    if "g" in only:
+        bench_damo(args)
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ def search(
 
     import optuna
 
-    from zennas.search import Budgets, LatencySpec, Search, SearchSpec, SearchStore
+    from zennas.search import LatencySpec, Search, SearchSpec, SearchStore
     from zennas.search.output import write_outputs
     from zennas.space.formats import load_structure
     from zennas.space.space import load_space_file
@@ -120,7 +120,8 @@ def search(
         latency=LatencySpec(resource=latency_resource),
     )
     db = checkpoint if checkpoint is not None else (out / "search.db" if out is not None else None)
-    store = SearchStore.open(db if db is not None else "sqlite://")  # in-memory SQLite without a path
+    # no database given: no trial history is kept (the search holds none in memory either)
+    store = SearchStore.open(db) if db is not None else None
     backend = _backend(spec, workers, ray_address, local)
     tty = sys.stderr.isatty() and not as_json
 

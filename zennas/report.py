@@ -375,18 +375,52 @@ def render_report(summary: dict[str, Any], trials: list[dict[str, Any]] | None =
     return "\n".join(parts)
 
 
-def load_search_dir(path: Any) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
-    """``search.json`` and (when present) ``trials.jsonl`` of a ``zennas search --out DIR`` directory."""
+def load_search_dir(path: Any, *, max_trials: int = 200_000) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    """``search.json`` and (when present) ``trials.jsonl`` of a ``zennas search --out DIR`` directory.
+
+    A history longer than ``max_trials`` is read in one streaming pass and thinned to every k-th trial,
+    plus the rows of the best distinct structures (the final population the plots reconstruct), so
+    the memory a report needs stays bounded for a search of any length."""
+    import heapq
     from pathlib import Path
 
     d = Path(path)
     summary = json.loads((d / "search.json").read_text())
     tp = d / "trials.jsonl"
-    trials = None
-    if tp.exists():
-        with tp.open() as f:
-            trials = [json.loads(line) for line in f if line.strip()]
-    return summary, trials
+    if not tp.exists():
+        return summary, None
+    with tp.open() as f:
+        n = sum(1 for line in f if line.strip())
+    step = max(1, -(-n // max_trials))
+    size = int((summary.get("spec") or {}).get("population") or 256)
+    kept: dict[int, dict[str, Any]] = {}
+    top: list[tuple[float, int]] = []  # (score, number): a min-heap of the best distinct structures
+    top_rows: dict[int, tuple[str, dict[str, Any]]] = {}  # number -> (structure key, row)
+    top_keys: set[str] = set()
+    with tp.open() as f:
+        i = 0
+        for line in f:
+            if not line.strip():
+                continue
+            t = json.loads(line)
+            if i % step == 0:
+                kept[int(t["number"])] = t
+            i += 1
+            if step == 1 or t.get("state") != "complete" or t.get("score") is None:
+                continue
+            key = json.dumps(t.get("structure"), sort_keys=True)
+            score = float(t["score"])
+            if key in top_keys or (len(top) >= size and score <= top[0][0]):
+                continue
+            if len(top) >= size:
+                _, gone = heapq.heappop(top)
+                top_keys.discard(top_rows.pop(gone)[0])
+            heapq.heappush(top, (score, int(t["number"])))
+            top_rows[int(t["number"])] = (key, t)
+            top_keys.add(key)
+    for number, (_, row) in top_rows.items():
+        kept.setdefault(number, row)
+    return summary, [kept[k] for k in sorted(kept)]
 
 
 def write_report(out: Any, summary: dict[str, Any], trials: list[dict[str, Any]] | None = None,

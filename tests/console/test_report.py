@@ -126,3 +126,18 @@ def test_bundle_includes_the_report(tmp_path: Path) -> None:
     manifest = json.loads((d / "manifest.json").read_text())
     assert "report.html" in manifest["files"]
     assert not (d / "errors").exists()
+
+
+def test_a_long_history_is_thinned_to_a_bounded_sample_keeping_the_best(tmp_path: Path) -> None:
+    """load_search_dir reads a history longer than max_trials as every k-th trial plus the best
+    distinct structures, so the final-population plot is still the true top of the search."""
+    summary, trials = _search(tmp_path)
+    summary, thin = load_search_dir(tmp_path / "out", max_trials=100)
+    assert thin is not None and len(thin) <= 100 + 32
+    numbers = [t["number"] for t in thin]
+    assert numbers == sorted(set(numbers))
+    size = int(summary["spec"]["population"])
+    from zennas.report import _final_population
+
+    assert _final_population(thin, size) == _final_population(trials, size)
+    assert render_report(summary, thin)

@@ -1,4 +1,5 @@
-"""DriverEvaluator: the raw-tuple hot path gives exactly the figures of the Structure path and the library."""
+"""The search's evaluator: every term equals the library's figure for the same structure, budgets
+reject exactly what breaks them, and a closed-form score is the scorer's (up to summation order)."""
 
 from __future__ import annotations
 
@@ -7,42 +8,79 @@ import random
 import pytest
 
 from zennas.cost import costs
+from zennas.errors import SpecError
 from zennas.score import make_scorer
-from zennas.search.evaluate import DriverEvaluator
-from zennas.search.spec import Budgets
+from zennas.search.evaluate import CACHE_LIMIT, Evaluator, Flops, Layers, Params, positions, search_evaluator
 from zennas.space import Mutator, get_space, space_names
+from zennas.space.structure import Structure
+
+
+def _walk(name: str, n: int, seed: int = 3) -> list[Structure]:
+    space = get_space(name)
+    m = Mutator(space, budget_layers=91, height=480, width=480)
+    rng = random.Random(seed)
+    pool = [space.start]
+    for _ in range(n):
+        pool.append(m.mutate(pool[int(rng.random() * len(pool))], rng))
+        if len(pool) > 64:
+            pool.pop(0)
+    return pool
 
 
 @pytest.mark.parametrize("name", space_names())
-def test_evaluate_raw_equals_evaluate_and_library(name: str) -> None:
+@pytest.mark.parametrize("score", ["entropy-analytic", "params", "flops"])
+def test_terms_equal_the_library(name: str, score: str) -> None:
     space = get_space(name)
-    budgets = Budgets(flops=188e8, params=40e6, layers=91)
-    m = Mutator(space, budget_layers=91, height=480, width=480)
-    ev = DriverEvaluator(space.start, 480, 480, budgets, space.stage_weights)
-    scorer = make_scorer("entropy-analytic", stage_weights=space.stage_weights)
-    rng = random.Random(3)
-    pool = [(m.to_raw(space.start), m.count_layers(m.to_raw(space.start)))]
-    seen_ok = 0
-    for _ in range(600):
-        blocks, layers = m.mutate_raw(*pool[int(rng.random() * len(pool))], rng)
-        s = m.to_structure(blocks)
-        flops, params, n_layers, score = ev.evaluate_raw(blocks)
-        rec, score2 = ev.evaluate(s)
-        assert (flops, params, n_layers, score) == (rec.flops, rec.params, rec.layers, score2)  # exact
+    limits = {"flops": 188e8, "params": 40e6, "layers": 91}
+    ev = search_evaluator(space.start, 480, 480, score=score, settings={}, stage_weights=space.stage_weights,
+                          **limits)  # type: ignore[arg-type]
+    scorer = make_scorer(score, stage_weights=space.stage_weights) if score == "entropy-analytic" \
+        else make_scorer(score)
+    seen = {"ok": 0, "rejected": 0}
+    for s in _walk(name, 600):
+        e = ev(s)
         lib = costs(s, 480, 480)
-        assert n_layers == lib.layers == layers
-        assert flops == pytest.approx(lib.flops, rel=1e-12) and params == lib.params
-        assert score == pytest.approx(scorer(s).score, rel=1e-12)
-        ok = ev.within(flops, params, n_layers)
-        assert ok == (ev.violated(rec) is None)
-        seen_ok += ok
-        pool.append((blocks, layers))
-        if len(pool) > 64:
-            pool.pop(0)
-    assert seen_ok > 0
+        assert e.flops == lib.flops and e.params == lib.params and e.layers == lib.layers  # same order: exact
+        assert ev.score(e) == pytest.approx(scorer(s).score, rel=1e-12)
+        broken = [n for n in ("layers", "flops", "params") if getattr(lib, n) > limits[n]]
+        assert e.reason == (broken[0] if broken else None)
+        seen["ok" if e.reason is None else "rejected"] += 1
+    assert seen["ok"] > 0
 
 
-def test_within_without_budgets() -> None:
+def test_no_budgets_reject_nothing() -> None:
     space = get_space("detection-k1kxk1")
-    ev = DriverEvaluator(space.start, 480, 480, Budgets(), space.stage_weights)
-    assert ev.within(1e30, 1e30, 10**9)
+    ev = search_evaluator(space.start, 480, 480, score="entropy-analytic", settings={},
+                          stage_weights=space.stage_weights)
+    assert all(ev(s).reason is None for s in _walk("detection-k1kxk1", 200))
+
+
+def test_stage_weights_must_match_the_stages() -> None:
+    space = get_space("detection-k1kxk1")
+    with pytest.raises(SpecError) as e:
+        search_evaluator(space.start, 480, 480, score="entropy-analytic", settings={"stage_weights": [1, 1]},
+                         stage_weights=space.stage_weights)
+    assert e.value.field == "stage_weights"
+
+
+def test_positions_follow_the_stage_rule() -> None:
+    space = get_space("detection-k1kxk1")
+    ps = positions(space.start, 480, 320)
+    ends = [p.index for p in ps if p.stage_end]
+    n = len(space.start.blocks)
+    assert ends == [i for i in range(n) if i == n - 1 or space.start.blocks[i + 1].stride == 2]
+    assert len(ends) == space.stages and ps[0].height == 480.0 and ps[0].width == 320.0
+
+
+def test_cache_is_bounded_and_figures_survive_a_clear(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full per-position cache is cleared, never grown: memory stays flat in million-trial searches."""
+    import zennas.search.evaluate as mod
+
+    monkeypatch.setattr(mod, "CACHE_LIMIT", 8)
+    space = get_space("detection-k1kxk1")
+    ev = Evaluator(space.start, 480, 480, [Flops(), Params(), Layers()])
+    walk = _walk("detection-k1kxk1", 300)
+    first = [ev(s) for s in walk]
+    assert max(len(c) for c in ev._caches) <= 8
+    assert [ev(s) for s in walk] == first
+    assert CACHE_LIMIT >= 1 << 10

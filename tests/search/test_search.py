@@ -208,3 +208,40 @@ def test_export_opens_as_an_optuna_study(tmp_path: Path) -> None:
     study = optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(tmp_path / "journal.log"))))
     assert len(study.trials) == 200
     assert study.best_value == pytest.approx(max(r["score"] or -1 for r in store.trials("e")))
+
+
+@pytest.mark.timeout(600)
+def test_a_50k_search_streams_its_history_to_the_store_in_flat_memory(tmp_path: Path) -> None:
+    """Every trial of a 50,000-trial search is in the store, numbered without gaps, while the memory
+    the search holds stops growing after the first 10,000 trials: no trial history in the process
+    (45,000 more trials kept as rows or Optuna trials would add well over 10 MB)."""
+    import tracemalloc
+
+    store = SearchStore.open(tmp_path / "h.db")
+    held: list[tuple[int, int]] = []  # (trials done, bytes traced), at each progress event
+
+    def on_progress(ev: dict[str, object]) -> None:
+        held.append((int(ev["iteration"]), tracemalloc.get_traced_memory()[0]))  # type: ignore[call-overload]
+
+    tracemalloc.start()
+    try:
+        r = Search(spec(iterations=50_000, population=64, checkpoint_every=2048), store=store, search_id="h",
+                   progress=on_progress, progress_interval=0.0).run()
+    finally:
+        tracemalloc.stop()
+    assert r.n_trials == 50_000
+    seen, offset = 0, 0
+    while True:  # paged, as /trials reads it
+        rows = store.trials("h", offset=offset, limit=10_000)
+        assert [x["number"] for x in rows] == list(range(offset, offset + len(rows)))
+        assert all(x["structure"].startswith("[[") for x in rows)
+        seen += len(rows)
+        if len(rows) < 10_000:
+            break
+        offset += 10_000
+    assert seen == 50_000
+    counts = {s: len(store.trials("h", states=[s])) for s in ("complete", "rejected", "failed")}
+    assert (counts["complete"], counts["rejected"], counts["failed"]) == (r.evaluated, r.rejected, r.failed)
+    at_10k = max(b for n, b in held if n <= 10_000)
+    late = max(b for n, b in held)
+    assert late - at_10k < 4 << 20, (at_10k, late)

@@ -1,6 +1,14 @@
-"""The search loop: ask a generation of candidates from Optuna, reject those over budget, score the
-rest (closed-form scores in the driver, forward-pass scores and latency on an evaluation backend such
-as Ray actors), tell the results in trial-number order, checkpoint, report progress."""
+"""The search loop: propose a generation of candidates, evaluate them (budgets and closed-form scores
+in the driver, forward-pass scores and latency on an evaluation backend such as Ray actors), tell the
+results in trial-number order, stream the trial history to the store in batches, checkpoint, report
+progress.
+
+Every candidate is a trial, numbered from 0, recorded in the store (one row each, written with the
+checkpoint that follows it); :func:`zennas.search.export.export_optuna` turns that record into an
+Optuna study that optuna-dashboard opens. The evolution and random search run in the driver without
+a per-trial Optuna call and hold no trial history in memory; NSGA-II is Optuna's own sampler, asked
+and told through Optuna's public API.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +18,10 @@ import math
 import statistics
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import optuna
 from optuna.trial import TrialState
@@ -20,40 +29,19 @@ from optuna.trial import TrialState
 from zennas.cost import costs
 from zennas.errors import SpecError
 from zennas.score import make_scorer
-from zennas.search.evaluate import CostRecord, DriverEvaluator
+from zennas.search.evaluate import Evaluation, search_evaluator
 from zennas.search.population import Population
 from zennas.search.provenance import provenance
-from zennas.search.sampler import EvolutionSampler, StructureCodec, constraints_from_attrs, trial_rng
+from zennas.search.sampler import Evolution, RandomStructures, StructureCodec, constraints_from_attrs
 from zennas.search.spec import ANALYTIC_SCORES, SearchSpec, check_feasible
-from zennas.search.store import Checkpoint, SearchStore
+from zennas.search.store import Checkpoint, SearchStore, TrialRow
 from zennas.space.mutation import Mutator
 from zennas.space.structure import Block, Structure
 
 log = logging.getLogger(__name__)
 PROGRESS_SCHEMA = "zennas.progress/1"
 
-try:  # Study.tell deep-copies the finished trial to return it: half of a trial's cost. Skip that.
-    from optuna.study._tell import _tell_with_warning as _optuna_tell
-except ImportError:  # pragma: no cover - a future Optuna moved it; fall back to the public API
-    _optuna_tell = None  # type: ignore[assignment]
-
-
-def _tell(study: optuna.Study, trial: optuna.Trial, values: list[float] | None, state: TrialState) -> None:
-    if _optuna_tell is not None:
-        _optuna_tell(study, trial, values, state, suppress_warning=True)
-    else:  # pragma: no cover
-        study.tell(trial, values, state)
-
-
 _HAS_SET_CONSTRAINT = hasattr(optuna.trial.Trial, "set_constraint")
-
-
-def _constrain(trial: optuna.Trial, violations: list[float]) -> None:
-    """Budget violations (<= 0 feasible) as NSGA-II constraints."""
-    trial.set_user_attr("constraints", violations)
-    if _HAS_SET_CONSTRAINT:
-        for i, v in enumerate(violations):
-            trial.set_constraint(f"c{i}", v)
 
 
 class EvaluationBackend(Protocol):
@@ -66,11 +54,26 @@ class EvaluationBackend(Protocol):
 
 def encode(s: Structure) -> list[list[Any]]:
     """Compact structure rows for history and checkpoints: [type, in, out, stride, kernel, layers, btn]."""
-    return [[b.type, b.in_channels, b.out_channels, b.stride, b.kernel, b.layers, b.bottleneck] for b in s.blocks]
+    return [list(b) for b in s.blocks]
 
 
 def decode(rows: list[list[Any]]) -> Structure:
     return Structure(tuple(Block(*r) for r in rows))
+
+
+class TrialRecord(NamedTuple):
+    """One trial, as the loop tells it and the store records it."""
+
+    number: int
+    structure: Structure
+    evaluation: Evaluation  # costs (and the closed-form score's term), computed in the driver
+    state: str  # complete | rejected | failed
+    reason: str | None  # the budget that rejected it, or the error of a failed one
+    score: float | None
+    latency_ms: float | None = None
+    worker: str | None = "driver"  # node/actor that evaluated it
+    attempts: int = 0
+    seconds: float = 0.0
 
 
 @dataclass
@@ -121,9 +124,102 @@ def _non_dominated(points: list[dict[str, Any]], objectives: tuple[str, ...]) ->
     return front
 
 
+@dataclass
+class _Progress:
+    """What a run carries from generation to generation (and, through checkpoints, across resumes)."""
+
+    n_trials: int = 0  # trials told (the next trial's number)
+    generation: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: {"evaluated": 0, "rejected": 0, "failed": 0})
+    best: tuple[Structure, float] | None = None
+    best_curve: list[tuple[int, float]] = field(default_factory=list)
+    elapsed_before: float = 0.0  # seconds of earlier runs of this search
+    timings: dict[str, float] = field(
+        default_factory=lambda: {"ask": 0.0, "evaluate": 0.0, "tell": 0.0, "checkpoint": 0.0})
+    pareto_points: list[dict[str, Any]] = field(default_factory=list)
+    population: Population | None = None
+
+    @classmethod
+    def restore(cls, cp: Checkpoint) -> _Progress:
+        st = cp.state
+        p = cls(n_trials=cp.n_trials, generation=cp.generation, counts=dict(st["counts"]),
+                best=(decode(st["best"][0]), st["best"][1]) if st.get("best") else None,
+                best_curve=[tuple(x) for x in st.get("best_curve", [])],  # type: ignore[misc]
+                elapsed_before=st.get("elapsed", 0.0), pareto_points=list(st.get("pareto_points", [])))
+        p.timings.update(st.get("timings", {}))
+        pop = st.get("population")
+        if pop is not None:
+            p.population = Population.restore(
+                pop.get("size", cp.spec.get("population", 256)),  # no size: saved before warm-ups existed
+                ((decode(s), sc, eid) for s, sc, eid in pop["members"]), pop["seq"],
+                (decode(pop["best"][0]), pop["best"][1]) if pop["best"] else None)
+        return p
+
+
+class _NSGA2:
+    """Optuna's NSGA-II over the codec's parameters, asked and told through Optuna's public API."""
+
+    def __init__(self, study: optuna.Study, codec: StructureCodec) -> None:
+        self.study, self.codec = study, codec
+        self._asked: dict[int, optuna.Trial] = {}
+
+    def propose(self, numbers: range) -> list[Structure]:
+        out = []
+        for n in numbers:
+            t = self.study.ask(self.codec.distributions)
+            self._asked[n] = t
+            out.append(self.codec.decode(t.params))
+        return out
+
+    def tell(self, number: int, values: list[float] | None, violations: list[float], state: TrialState) -> None:
+        t = self._asked.pop(number)
+        if values is not None:
+            t.set_user_attr("constraints", violations)
+            if _HAS_SET_CONSTRAINT:
+                for i, v in enumerate(violations):
+                    t.set_constraint(f"c{i}", v)
+        self.study.tell(t, values, state)
+
+
+class _StoreWriter:
+    """Writes (checkpoint, trial rows) batches to the store on one background thread, at most one batch
+    in flight, so the search goes on while the database writes (sqlite3 and psycopg release the GIL).
+    A failed write (a lost lease, a full disk) is raised on the next :meth:`submit` or :meth:`close`.
+    An in-memory SQLite store is written in the caller's thread (its connections are per thread)."""
+
+    def __init__(self, store: SearchStore) -> None:
+        self.store = store
+        url = store.engine.url
+        in_memory = url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+        self._pool = None if in_memory else ThreadPoolExecutor(1, thread_name_prefix="zennas-store")
+        self._pending: Future[None] | None = None
+
+    def submit(self, cp: Checkpoint, rows: list[TrialRow]) -> None:
+        self.wait()
+        if self._pool is None:
+            self.store.save_generation(cp, rows)
+        else:
+            self._pending = self._pool.submit(self.store.save_generation, cp, rows)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+
+
 class Search:
     """One search run. Construct, then :meth:`run`. ``should_stop`` is polled between generations
-    (cancel, SIGTERM drain): the search then checkpoints and returns early with ``stopped`` set."""
+    (cancel, SIGTERM drain): the search then checkpoints and returns early with ``stopped`` set.
+
+    Without a ``store`` the trial history is not kept (only the result); with one, every trial is
+    written to it in batches, with the checkpoint that follows them."""
 
     def __init__(self, spec: SearchSpec, *, search_id: str | None = None, store: SearchStore | None = None,
                  backend: EvaluationBackend | None = None, progress: Callable[[dict[str, Any]], None] | None = None,
@@ -145,19 +241,206 @@ class Search:
         if (not self.driver_scored or self.needs_latency) and backend is None:
             raise SpecError(f"score {spec.score!r}{' with a latency budget' if self.needs_latency else ''} "
                             "needs an evaluation backend (Ray workers or the local backend)", field="score")
-        weights = spec.score_settings.get("stage_weights", self.space.stage_weights)
-        self.evaluator = DriverEvaluator(self.start, spec.height, spec.width, self.budgets,
-                                         weights if spec.score == "entropy-analytic" else None)
-        self._driver_scorer = make_scorer(spec.score, **dict(spec.score_settings)) if (
-            self.driver_scored and spec.score != "entropy-analytic") else None
+        self.evaluator = search_evaluator(
+            self.start, spec.height, spec.width, score=spec.score, settings=dict(spec.score_settings),
+            stage_weights=self.space.stage_weights, flops=self.budgets.flops, params=self.budgets.params,
+            layers=self.budgets.layers)
+        if self.driver_scored and spec.score != "entropy-analytic":  # validates their settings (imports torch)
+            make_scorer(spec.score, **dict(spec.score_settings))
         self.mutator = Mutator(self.space, budget_layers=self.budgets.layers, height=spec.height, width=spec.width)
+        self._rows: list[TrialRow] = []  # trial rows not yet written to the store
+        self._block_json: dict[Block, str] = {}
+        self._writer: _StoreWriter | None = None
 
-    # -- scoring helpers ---------------------------------------------------------------------
-    def _driver_score(self, s: Structure) -> float:
-        if self.spec.score == "entropy-analytic":
-            return self.evaluator.analytic(s)
-        assert self._driver_scorer is not None
-        return float(self._driver_scorer(s).score)
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self, *, resume: bool = False) -> SearchResult:
+        t_start = time.perf_counter()
+        cp = self.store.load(self.search_id) if (self.store and resume) else None
+        if cp is not None and self.store is not None:
+            self.store.discard_after(self.search_id, cp.n_trials)
+        if cp is not None and cp.finished:
+            return self._result(cp, t_start)
+        run = _Progress.restore(cp) if cp is not None else _Progress()
+        proposer = self._proposer(run, resumed=cp is not None)
+        self._writer = _StoreWriter(self.store) if self.store is not None else None
+        try:
+            cp = self._loop(run, proposer, t_start)
+        finally:
+            if self._writer is not None:
+                self._writer.close()  # the last batch is written before the result is read
+        return self._result(cp, t_start)
+
+    def _loop(self, run: _Progress, proposer: Any, t_start: float) -> Checkpoint:
+        """Generations until the iterations are done or ``should_stop``; the last checkpoint."""
+        spec = self.spec
+        last_saved, last_report = run.n_trials, 0.0
+        cp = None
+        while run.n_trials < spec.iterations:
+            numbers = range(run.n_trials, min(run.n_trials + spec.generation, spec.iterations))
+            t0 = time.perf_counter()
+            candidates = proposer.propose(numbers)
+            t1 = time.perf_counter()
+            records = self._evaluate(numbers, candidates)
+            t2 = time.perf_counter()
+            self._tell(run, proposer, records)
+            t3 = time.perf_counter()
+            elapsed = run.elapsed_before + (t3 - t_start)
+            finished = run.n_trials >= spec.iterations
+            stop_next = self.should_stop()
+            due = run.n_trials - last_saved >= spec.checkpoint_every or finished or stop_next
+            report = self.progress is not None and (due or t3 - last_report >= self.progress_interval)
+            if due or report:
+                cp = self._checkpoint(run, elapsed, finished)
+                if due:
+                    self._save(cp)
+                    last_saved = run.n_trials
+                if self.progress is not None and report:
+                    self.progress(self._event(cp, run, elapsed))
+                    last_report = t3
+            t4 = time.perf_counter()
+            tm = run.timings
+            tm["ask"] += t1 - t0
+            tm["evaluate"] += t2 - t1
+            tm["tell"] += t3 - t2
+            tm["checkpoint"] += t4 - t3
+            if stop_next and not finished:
+                self.stopped = True
+                break
+        if cp is None or cp.n_trials != run.n_trials:
+            cp = self._checkpoint(run, run.elapsed_before + (time.perf_counter() - t_start),
+                                  run.n_trials >= spec.iterations)
+        return cp
+
+    # -- the steps of one generation ------------------------------------------------------------
+    def _proposer(self, run: _Progress, *, resumed: bool) -> Any:
+        """What proposes the candidates: the evolution (seeding its population with the start
+        structure), uniform random structures, or Optuna's NSGA-II (replaying a resumed history)."""
+        spec = self.spec
+        if spec.sampler == "evolution":
+            if run.population is None:
+                size0 = spec.warmup_size() or spec.population
+                run.population = Population(size0)
+                run.population.seed(self.start, self._score_start(), size0)
+            fine_from = int(spec.iterations * (1 - spec.fine_phase)) if spec.fine_phase > 0 else None
+            return Evolution(mutator=self.mutator, population=run.population, seed=spec.seed, fine_from=fine_from,
+                             grow_at=spec.warmup_iterations if spec.warmup_size() else None,
+                             full_size=spec.population)
+        codec = StructureCodec(self.space, budget_layers=self.budgets.layers)
+        if spec.sampler == "random":
+            return RandomStructures(codec, seed=spec.seed)
+        # Optuna 5 records constraints per trial (Trial.set_constraint); older ones need a func
+        sampler = optuna.samplers.NSGAIISampler(
+            population_size=max(2, spec.population), seed=spec.seed + run.n_trials,
+            constraints_func=None if _HAS_SET_CONSTRAINT else constraints_from_attrs)
+        directions: list[Any] = ["maximize"] + ["minimize"] * len(spec.objectives)
+        study = optuna.create_study(directions=directions,
+                                    sampler=sampler, study_name=f"zennas-{self.search_id}")
+        if resumed:
+            self._replay_history(study, codec)
+        return _NSGA2(study, codec)
+
+    def _evaluate(self, numbers: range, candidates: list[Structure]) -> list[TrialRecord]:
+        """Budgets first (in the driver, from the cost terms); the closed-form score in the driver;
+        forward-pass scores and latency of the candidates within budget on the backend."""
+        evaluate, score_of = self.evaluator, self.evaluator.score
+        in_driver = self.driver_scored and not self.needs_latency
+        records: list[TrialRecord] = []
+        to_backend: list[int] = []
+        for number, s in zip(numbers, candidates, strict=True):
+            e = evaluate(s)
+            if e.reason is not None:
+                records.append(TrialRecord(number, s, e, "rejected", e.reason, None))
+            elif in_driver:
+                records.append(TrialRecord(number, s, e, "complete", None, score_of(e), attempts=1))
+            else:
+                to_backend.append(len(records))
+                records.append(TrialRecord(number, s, e, "complete", None, None))
+        if to_backend:
+            assert self.backend is not None
+            results = self.backend.evaluate([self._task(records[i].number, records[i].structure,
+                                                        score=not self.driver_scored) for i in to_backend])
+            for i, res in zip(to_backend, results, strict=True):
+                r = records[i]
+                score = None
+                if res["state"] == "complete":
+                    score = score_of(r.evaluation) if self.driver_scored else res["score"]
+                records[i] = r._replace(state=res["state"], reason=res.get("reason"), score=score,
+                                        latency_ms=res.get("latency_ms"), worker=res.get("worker"),
+                                        attempts=int(res.get("attempts") or 0),
+                                        seconds=float(res.get("seconds") or 0.0))
+        return records
+
+    def _tell(self, run: _Progress, proposer: Any, records: list[TrialRecord]) -> None:
+        """In trial order: the proposer learns, the counts and the best move, the rows queue for the store."""
+        nsga2 = isinstance(proposer, _NSGA2)
+        counts = run.counts
+        keep_rows = self.store is not None
+        for rec in records:
+            complete = rec.state == "complete"
+            if nsga2:
+                self._tell_nsga2(run, proposer, rec)
+            else:
+                proposer.tell(rec.number, rec.structure, rec.score if complete else None)
+            if complete:
+                counts["evaluated"] += 1
+                if run.best is None or rec.score > run.best[1]:  # type: ignore[operator]
+                    run.best = (rec.structure, rec.score)  # type: ignore[assignment]
+                    run.best_curve.append((rec.number + 1, rec.score))  # type: ignore[arg-type]
+            else:
+                counts["rejected" if rec.state == "rejected" else "failed"] += 1
+            if keep_rows:
+                self._rows.append(self._row(rec))
+        if nsga2:
+            run.pareto_points = _non_dominated(run.pareto_points, self.spec.objectives)
+        run.n_trials += len(records)
+        run.generation += 1
+
+    def _tell_nsga2(self, run: _Progress, proposer: _NSGA2, rec: TrialRecord) -> None:
+        objectives = [self._objective(o, rec.evaluation, rec.latency_ms) for o in self.spec.objectives]
+        violations = self._violations(rec.evaluation, rec.latency_ms)
+        if rec.state == "complete":
+            proposer.tell(rec.number, [rec.score, *objectives], violations,  # type: ignore[list-item]
+                          TrialState.COMPLETE)
+            e = rec.evaluation
+            run.pareto_points.append({"number": rec.number, "score": rec.score, "flops": e.flops,
+                                      "params": e.params, "latency": rec.latency_ms or 0.0})
+        elif rec.state == "rejected":  # not scored; NSGA-II ranks it below every feasible trial
+            proposer.tell(rec.number, [-1e12, *objectives], violations, TrialState.COMPLETE)
+        else:
+            proposer.tell(rec.number, None, violations, TrialState.FAIL)
+
+    def _row(self, rec: TrialRecord) -> TrialRow:
+        """The store's row of a trial."""
+        e = rec.evaluation
+        return TrialRow(rec.number, rec.state, rec.reason, rec.score, e.flops, e.params, e.layers, rec.latency_ms,
+                        self._structure_json(rec.structure), rec.worker, rec.attempts, rec.seconds)
+
+    def _structure_json(self, s: Structure) -> str:
+        """``json.dumps(encode(s))``, from per-block pieces (json.dumps costs as much as a mutation)."""
+        cache = self._block_json
+        parts = list(map(cache.get, s.blocks))
+        if None in parts:
+            if len(cache) >= 1 << 14:
+                cache.clear()  # bounded: a long search sees new blocks forever
+            parts = [p if p is not None else cache.setdefault(b, json.dumps(b)) for p, b in zip(parts, s.blocks, strict=True)]
+        return "[" + ", ".join(parts) + "]"  # type: ignore[arg-type]
+
+    def _save(self, cp: Checkpoint) -> None:
+        """The trials told since the last save and the checkpoint after them, in one transaction
+        (written in the background; the next save or the end of the run waits for it)."""
+        if self._writer is not None:
+            self._writer.submit(cp, self._rows)
+        self._rows = []
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _score_start(self) -> float:
+        if self.driver_scored and not self.needs_latency:
+            return self.evaluator.score(self.evaluator(self.start))
+        assert self.backend is not None
+        rec = self.backend.evaluate([self._task(-1, self.start, score=not self.driver_scored)])[0]
+        if rec["state"] != "complete":
+            raise SpecError(f"the start structure could not be evaluated: {rec['reason']}", field="start")
+        return rec["score"] if not self.driver_scored else self.evaluator.score(self.evaluator(self.start))
 
     def _task(self, number: int, s: Structure, *, score: bool) -> dict[str, Any]:
         spec = self.spec
@@ -169,186 +452,13 @@ class Search:
                 if self.needs_latency else None,
                 "latency_budget_ms": self.budgets.latency_ms}
 
-    def _score_start(self) -> float:
-        if self.driver_scored and not self.needs_latency:
-            return self._driver_score(self.start)
-        assert self.backend is not None
-        rec = self.backend.evaluate([self._task(-1, self.start, score=not self.driver_scored)])[0]
-        if rec["state"] != "complete":
-            raise SpecError(f"the start structure could not be evaluated: {rec['reason']}", field="start")
-        return rec["score"] if not self.driver_scored else self._driver_score(self.start)
-
-    # -- the loop ----------------------------------------------------------------------------
-    def run(self, *, resume: bool = False) -> SearchResult:
-        spec = self.spec
-        t_start = time.perf_counter()
-        cp = self.store.load(self.search_id) if (self.store and resume) else None
-        state: dict[str, Any] = cp.state if cp else {}
-        n_trials = cp.n_trials if cp else 0
-        generation = cp.generation if cp else 0
-        counts = state.get("counts", {"evaluated": 0, "rejected": 0, "failed": 0})
-        best_curve: list[tuple[int, float]] = [tuple(x) for x in state.get("best_curve", [])]  # type: ignore[misc]
-        elapsed_before = state.get("elapsed", 0.0)
-        if cp is not None and self.store is not None:
-            self.store.discard_after(self.search_id, n_trials)
-        if cp is not None and cp.finished:
-            return self._result(cp, t_start)
-
-        directions: list[Any] = ["maximize"]
-        codec: StructureCodec | None = None
-        pareto_points: list[dict[str, Any]] = state.get("pareto_points", [])
-        if spec.sampler == "evolution":
-            if cp is not None:
-                p = state["population"]
-                pop = Population.restore(p.get("size", spec.population),  # no size: saved before warm-ups
-                                         ((decode(s), sc, eid) for s, sc, eid in p["members"]),
-                                         p["seq"], (decode(p["best"][0]), p["best"][1]) if p["best"] else None)
-            else:
-                size0 = spec.warmup_size() or spec.population
-                pop = Population(size0)
-                pop.seed(self.start, self._score_start(), size0)
-            fine_from = int(spec.iterations * (1 - spec.fine_phase)) if spec.fine_phase > 0 else None
-            sampler: optuna.samplers.BaseSampler = EvolutionSampler(
-                mutator=self.mutator, population=pop, seed=spec.seed, number_offset=n_trials, fine_from=fine_from,
-                grow_at=spec.warmup_iterations if spec.warmup_size() else None, full_size=spec.population)
-        else:
-            pop = None
-            codec = StructureCodec(self.space, budget_layers=self.budgets.layers)
-            if spec.sampler == "nsga2":
-                directions += ["minimize"] * len(spec.objectives)
-                # Optuna 5 records constraints per trial (Trial.set_constraint); older ones need a func
-                sampler = optuna.samplers.NSGAIISampler(
-                    population_size=max(2, spec.population), seed=spec.seed + n_trials,
-                    constraints_func=None if _HAS_SET_CONSTRAINT else constraints_from_attrs)
-            else:
-                sampler = _PerTrialRandomSampler(seed=spec.seed, number_offset=n_trials)
-        study = optuna.create_study(directions=directions, sampler=sampler,
-                                    study_name=f"zennas-{self.search_id}")
-        if codec is not None and cp is not None and spec.sampler == "nsga2":
-            self._replay_history(study, codec)
-
-        best: tuple[Structure, float] | None = None
-        if state.get("best"):
-            best = (decode(state["best"][0]), state["best"][1])
-        timings = dict(state.get("timings", {"ask": 0.0, "evaluate": 0.0, "tell": 0.0, "checkpoint": 0.0}))
-        dists = codec.distributions if codec else None
-        pending_rows: list[dict[str, Any]] = []
-        last_saved = n_trials
-        last_report = 0.0
-        cp = None
-
-        while n_trials < spec.iterations:
-            g = min(spec.generation, spec.iterations - n_trials)
-            t0 = time.perf_counter()
-            trials = [study.ask(dists) for _ in range(g)]
-            if isinstance(sampler, EvolutionSampler):
-                cands = [sampler.candidate(t.number) for t in trials]
-            else:
-                assert codec is not None
-                cands = [codec.decode(t.params) for t in trials]
-            t1 = time.perf_counter()
-
-            records: list[dict[str, Any]] = []
-            to_backend: list[tuple[int, dict[str, Any]]] = []
-            cost_list: list[CostRecord] = []
-            for i, s in enumerate(cands):
-                number = n_trials + i
-                c = self.evaluator.costs(s)
-                cost_list.append(c)
-                reason = self.evaluator.violated(c)
-                rec: dict[str, Any] = {"number": number, "state": "complete", "reason": reason, "score": None,
-                                       "latency_ms": None, "worker": "driver", "attempts": 0, "seconds": 0.0}
-                if reason is not None:
-                    rec["state"] = "rejected"
-                elif self.needs_latency or not self.driver_scored:
-                    to_backend.append((i, self._task(number, s, score=not self.driver_scored)))
-                else:
-                    rec["score"] = self._driver_score(s)
-                    rec["attempts"] = 1
-                records.append(rec)
-            if to_backend:
-                assert self.backend is not None
-                results = self.backend.evaluate([task for _, task in to_backend])
-                for (i, _), res in zip(to_backend, results, strict=True):
-                    records[i].update({k: res.get(k) for k in ("state", "reason", "latency_ms", "worker",
-                                                               "attempts", "seconds")})
-                    if res["state"] == "complete":
-                        records[i]["score"] = res["score"] if not self.driver_scored else self._driver_score(cands[i])
-            t2 = time.perf_counter()
-
-            rows = []
-            for t, s, c, rec in zip(trials, cands, cost_list, records, strict=True):
-                if rec["state"] == "complete":
-                    counts["evaluated"] += 1
-                    values = [rec["score"]]
-                    if spec.sampler == "nsga2":
-                        values += [self._objective(o, c, rec) for o in spec.objectives]
-                        _constrain(t, self._violations(c, rec))
-                        pareto_points.append({"number": rec["number"], "score": rec["score"], "flops": c.flops,
-                                              "params": c.params, "latency": rec["latency_ms"] or 0.0})
-                    _tell(study, t, values, TrialState.COMPLETE)
-                    if best is None or rec["score"] > best[1]:
-                        best = (s, rec["score"])
-                        best_curve.append((rec["number"] + 1, rec["score"]))
-                elif rec["state"] == "rejected" and spec.sampler == "nsga2":
-                    counts["rejected"] += 1  # not scored; NSGA-II ranks it below every feasible trial
-                    _constrain(t, self._violations(c, rec))
-                    _tell(study, t, [-1e12] + [self._objective(o, c, rec) for o in spec.objectives],
-                          TrialState.COMPLETE)
-                else:
-                    counts["rejected" if rec["state"] == "rejected" else "failed"] += 1
-                    _tell(study, t, None, TrialState.PRUNED if rec["state"] == "rejected" else TrialState.FAIL)
-                rows.append({"number": rec["number"], "state": rec["state"], "reason": rec["reason"],
-                             "score": rec["score"], "flops": c.flops, "params": c.params, "layers": c.layers,
-                             "latency_ms": rec["latency_ms"], "structure": json.dumps(encode(s)),
-                             "worker": rec["worker"], "attempts": rec["attempts"], "seconds": rec["seconds"]})
-            if spec.sampler == "nsga2":
-                pareto_points = _non_dominated(pareto_points, spec.objectives)
-            n_trials += g
-            generation += 1
-            t3 = time.perf_counter()
-            elapsed = elapsed_before + (t3 - t_start)
-            finished = n_trials >= spec.iterations
-            stop_next = self.should_stop()
-            due = n_trials - last_saved >= spec.checkpoint_every or finished or stop_next
-            report = self.progress is not None and (due or t3 - last_report >= self.progress_interval)
-            pending_rows += rows
-            if due or report:
-                cp = self._checkpoint(generation, n_trials, counts, best, best_curve, elapsed, timings,
-                                      pareto_points, pop, finished)
-                if self.store is not None and due:
-                    self.store.save_generation(cp, pending_rows)
-                    pending_rows, last_saved = [], n_trials
-                if report:
-                    assert self.progress is not None
-                    self.progress(self._event(cp, pop, best, elapsed))
-                    last_report = t3
-            t4 = time.perf_counter()
-            timings["ask"] += t1 - t0
-            timings["evaluate"] += t2 - t1
-            timings["tell"] += t3 - t2
-            timings["checkpoint"] += t4 - t3
-            if stop_next and not finished:
-                self.stopped = True
-                break
-        if cp is None or cp.n_trials != n_trials:
-            cp = self._checkpoint(generation, n_trials, counts, best, best_curve,
-                                  elapsed_before + (time.perf_counter() - t_start), timings, pareto_points, pop,
-                                  n_trials >= spec.iterations)
-        if cp is None:  # nothing ran (stopped before the first generation)
-            cp = Checkpoint(self.search_id, generation, n_trials, spec.to_dict(), state, finished=False)
-        return self._result(cp, t_start)
-
-    # -- helpers ------------------------------------------------------------------------------
-    def _checkpoint(self, generation: int, n_trials: int, counts: dict[str, int],
-                    best: tuple[Structure, float] | None, best_curve: list[tuple[int, float]], elapsed: float,
-                    timings: dict[str, float], pareto_points: list[dict[str, Any]], pop: Population | None,
-                    finished: bool) -> Checkpoint:
+    def _checkpoint(self, run: _Progress, elapsed: float, finished: bool) -> Checkpoint:
         state: dict[str, Any] = {
-            "counts": dict(counts), "best": [encode(best[0]), best[1]] if best else None,
-            "best_curve": list(best_curve), "elapsed": elapsed, "timings": dict(timings),
-            "pareto_points": list(pareto_points),
+            "counts": dict(run.counts), "best": [encode(run.best[0]), run.best[1]] if run.best else None,
+            "best_curve": list(run.best_curve), "elapsed": elapsed, "timings": dict(run.timings),
+            "pareto_points": list(run.pareto_points),
         }
+        pop = run.population
         if pop is not None:
             ps = pop.state()
             state["population"] = {
@@ -357,49 +467,52 @@ class Search:
                 "size": ps["size"],
                 "best": [encode(pop.best[0]), pop.best[1]] if pop.best else None,
             }
-        return Checkpoint(self.search_id, generation, n_trials, self.spec.to_dict(), state, finished)
+        return Checkpoint(self.search_id, run.generation, run.n_trials, self.spec.to_dict(), state, finished)
 
-    def _objective(self, name: str, c: CostRecord, rec: dict[str, Any]) -> float:
+    def _objective(self, name: str, e: Evaluation, latency_ms: float | None) -> float:
         if name == "latency":
-            return float(rec["latency_ms"] or 0.0)
-        return float(getattr(c, name))
+            return float(latency_ms or 0.0)
+        return float(getattr(e, name))
 
-    def _violations(self, c: CostRecord, rec: dict[str, Any]) -> list[float]:
+    def _violations(self, e: Evaluation | Sequence[float], latency_ms: float | None) -> list[float]:
         b = self.budgets
+        have_all = (e.flops, e.params, e.layers) if isinstance(e, Evaluation) else tuple(e)
         out = [0.0]
-        for name, have in (("flops", c.flops), ("params", c.params), ("layers", c.layers)):
+        for name, have in zip(("flops", "params", "layers"), have_all, strict=True):
             limit = getattr(b, name)
             if limit is not None:
                 out.append(have / limit - 1.0)
-        if b.latency_ms is not None and rec.get("latency_ms") is not None:
-            out.append(rec["latency_ms"] / b.latency_ms - 1.0)
+        if b.latency_ms is not None and latency_ms is not None:
+            out.append(latency_ms / b.latency_ms - 1.0)
         return out
 
     def _replay_history(self, study: optuna.Study, codec: StructureCodec) -> None:
+        """A resumed NSGA-II study gets the stored trials back, a page at a time."""
         assert self.store is not None
-        trials = []
-        for row in self.store.trials(self.search_id):
-            s = decode(json.loads(row["structure"]))
-            c = CostRecord(row["flops"], row["params"], row["layers"])
-            values = None
-            if row["state"] == "complete":
-                values = [row["score"]] + [self._objective(o, c, row) for o in self.spec.objectives]
-            elif row["state"] == "rejected":
-                values = [-1e12] + [self._objective(o, c, row) for o in self.spec.objectives]
-            if values is None:
-                continue
-            trials.append(optuna.trial.create_trial(
-                params=codec.encode(s), distributions=codec.distributions, values=values,
-                user_attrs={"constraints": self._violations(c, row)},
-                system_attrs={"constraints": self._violations(c, row)}))
-        study.add_trials(trials)
+        offset, page = 0, 10_000
+        while True:
+            rows = self.store.trials(self.search_id, offset=offset, limit=page, states=("complete", "rejected"))
+            trials = []
+            for row in rows:
+                s = decode(json.loads(row["structure"]))
+                objectives = [float(row["latency_ms"] or 0.0) if o == "latency" else float(row[o])
+                              for o in self.spec.objectives]
+                first = row["score"] if row["state"] == "complete" else -1e12
+                violations = self._violations((row["flops"], row["params"], row["layers"]), row["latency_ms"])
+                trials.append(optuna.trial.create_trial(
+                    params=codec.encode(s), distributions=codec.distributions, values=[first, *objectives],
+                    user_attrs={"constraints": violations}, system_attrs={"constraints": violations}))
+            study.add_trials(trials)
+            if len(rows) < page:
+                break
+            offset += page
 
-    def _event(self, cp: Checkpoint, pop: Population | None, best: tuple[Structure, float] | None,
-               elapsed: float) -> dict[str, Any]:
+    def _event(self, cp: Checkpoint, run: _Progress, elapsed: float) -> dict[str, Any]:
         counts = cp.state["counts"]
         rate = cp.n_trials / elapsed if elapsed > 0 else 0.0
         remaining = self.spec.iterations - cp.n_trials
-        scores = pop.scores() if pop is not None else []
+        scores = run.population.scores() if run.population is not None else []
+        best = run.best
         return {
             "schema": PROGRESS_SCHEMA,
             "search_id": self.search_id,
@@ -444,30 +557,6 @@ class Search:
             pareto_front=front, best_curve=[tuple(x) for x in st.get("best_curve", [])],  # type: ignore[misc]
             provenance=provenance(), timings=st.get("timings", {}),
         )
-
-
-class _PerTrialRandomSampler(optuna.samplers.BaseSampler):
-    """Uniform random structures; trial n's draws come from (seed, n), so resume replays exactly."""
-
-    def __init__(self, *, seed: int, number_offset: int = 0) -> None:
-        self.seed, self.number_offset = seed, number_offset
-        self._rngs: dict[int, Any] = {}
-
-    def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
-        return {}
-
-    def sample_relative(self, study: Any, trial: Any, search_space: Any) -> dict[str, Any]:
-        return {}
-
-    def sample_independent(self, study: Any, trial: Any, param_name: str, dist: Any) -> Any:
-        rng = self._rngs.setdefault(trial.number, trial_rng(self.seed, self.number_offset + trial.number))
-        if isinstance(dist, optuna.distributions.CategoricalDistribution):
-            return rng.choice(dist.choices)
-        step = dist.step or 1
-        return dist.low + step * rng.randrange((dist.high - dist.low) // step + 1)
-
-    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
-        self._rngs.pop(trial.number, None)
 
 
 def run_search(spec: SearchSpec, **kwargs: Any) -> SearchResult:

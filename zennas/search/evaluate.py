@@ -1,158 +1,228 @@
-"""In-driver evaluation: budgets and the closed-form score, incrementally from per-block caches.
+"""How the search evaluates a candidate: every cost term and the closed-form score in one pass.
 
-A mutation changes one or two blocks and never a stride, so each block position keeps a fixed input
-area and stage layout: a candidate's FLOPs are a dot product of cached per-block figures with fixed
-per-position areas, and its entropy-analytic score a running sum over cached per-block log-stds.
+Each figure the search needs (FLOPs, params, layers, a closed-form score, and any term added later:
+predicted latency, the whole detector's cost) is a :class:`Term`: a sum over the structure's blocks
+of a per-block share that depends only on the block and its position (the position's input size and
+stage). A mutation never changes a stride or a block type, so every candidate of a search has the
+same positions, and a block's share at a position is computed once, from the block kind's cost
+function (:func:`zennas.cost.block_cost`), and cached. A candidate then costs one cache lookup per
+block and one sum per term.
+
+The closed-form entropy is such a sum too: with stage ends e_1 < ... < e_m and weights w_j,
+``score = sum_j w_j (sum_{i <= e_j} logstd_i + log C_{e_j})``, so block i in stage k contributes
+``logstd_i * sum_{j >= k} w_j``, and a stage's last block adds ``w_k log C``.
+
+To add a term: subclass :class:`Term` (``name`` and ``share``) and pass it in ``Evaluator(terms=...)``
+(:func:`search_terms` builds a search's terms); give it a limit to make it a budget.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from zennas.cost import BOTTLENECKS, block_cost, bottleneck_cost
-from zennas.score.analytic import _block_log_std
-from zennas.search.spec import Budgets
-from zennas.space.mutation import RawBlock
+from zennas.cost import BlockCost, block_cost
+from zennas.errors import SpecError
+from zennas.score.base import check_weights
 from zennas.space.structure import Block, Structure
+
+# the uncached cost function: the evaluator keeps its own bounded cache, keyed by position as well
+_block_cost = getattr(block_cost, "__wrapped__", block_cost)
+
+CACHE_LIMIT = 1 << 13  # cached blocks per position; a full cache is cleared (bounded memory in long searches)
 
 
 @dataclass(frozen=True, slots=True)
-class CostRecord:
-    flops: float
-    params: float
-    layers: int
+class Position:
+    """Where a block stands: everything its share of a term may depend on."""
+
+    index: int  # block index in the structure
+    height: float  # input feature-map height (divided by the strides before it, as floats)
+    width: float  # input feature-map width
+    stage: int  # index of the stage the block belongs to (0-based)
+    stage_end: bool  # whether the block is its stage's last
+
+    @property
+    def area(self) -> float:
+        return self.height * self.width
 
 
-class DriverEvaluator:
-    """Costs, budget checks and (optionally) the analytic score for structures of one stride layout."""
+def positions(start: Structure, height: int, width: int) -> tuple[Position, ...]:
+    """The block positions of every structure that shares ``start``'s strides. A stage ends before
+    each stride-2 block and at the last block (MAE-DET's C1..C5 rule)."""
+    blocks = start.blocks
+    n = len(blocks)
+    out: list[Position] = []
+    h, w = float(height), float(width)
+    stage = 0
+    for i, b in enumerate(blocks):
+        end = i == n - 1 or blocks[i + 1].stride == 2
+        out.append(Position(i, h, w, stage, end))
+        h /= b.stride
+        w /= b.stride
+        stage += end
+    return tuple(out)
 
-    def __init__(self, start: Structure, height: int, width: int, budgets: Budgets,
-                 weights: Sequence[float] | None) -> None:
-        area = float(height * width)
-        areas: list[float] = []
-        for b in start.blocks:
-            areas.append(area)
-            area /= b.stride * b.stride
-        self.areas = tuple(areas)
-        self.strides = tuple(b.stride for b in start.blocks)
-        n = len(start.blocks)
-        self.stage_ends = tuple(i for i in range(n) if i == n - 1 or start.blocks[i + 1].stride == 2)
-        self.weights = tuple(weights) if weights is not None else None
-        if self.weights is not None and len(self.weights) != len(self.stage_ends):
-            from zennas.errors import SpecError
 
-            raise SpecError(f"stage_weights has {len(self.weights)} entries but the structures have "
-                            f"{len(self.stage_ends)} stages", field="stage_weights")
-        self.budgets = budgets
-        # per position: (input area, the stage weight if the position ends a stage, else None)
-        ends = dict(zip(self.stage_ends, self.weights or (), strict=False))
-        self._positions = tuple((a, ends.get(i)) for i, a in enumerate(self.areas))
-        self._cache: dict[Block, tuple[float, float, int, float]] = {}
-        self._raw_cache: dict[RawBlock, tuple[float, float, int, float]] = {}
-        self._limits = (
-            math.inf if budgets.flops is None else budgets.flops,
-            math.inf if budgets.params is None else budgets.params,
-            math.inf if budgets.layers is None else budgets.layers,
-        )
+class Term(ABC):
+    """A figure of a candidate that is the sum of its blocks' shares. Contract: ``share`` is a pure
+    function of its arguments (it is cached per position and block)."""
 
-    def _block(self, b: Block) -> tuple[float, float, int, float]:
-        c = self._cache.get(b)
-        if c is None:
-            bc = block_cost(b)
-            c = (bc.flops_per_pixel, bc.params, bc.layers, _block_log_std(b))
-            self._cache[b] = c
-        return c
+    name: str
 
-    def costs(self, s: Structure) -> CostRecord:
-        flops = params = 0.0
-        layers = 0
-        for b, a in zip(s.blocks, self.areas, strict=True):
-            f, p, n, _ = self._block(b)
-            flops += f * a
-            params += p
-            layers += n
-        return CostRecord(flops, params, layers)
+    @abstractmethod
+    def share(self, block: Block, cost: BlockCost, at: Position) -> float:
+        """This block's share of the figure at position ``at`` (``cost``: the kind's cost of the block)."""
 
-    def violated(self, c: CostRecord) -> str | None:
-        """The first budget the costs break (checked before any scoring), or None."""
-        b = self.budgets
-        if b.layers is not None and c.layers > b.layers:
-            return "layers"
-        if b.flops is not None and c.flops > b.flops:
-            return "flops"
-        if b.params is not None and c.params > b.params:
-            return "params"
-        return None
 
-    def evaluate(self, s: Structure) -> tuple[CostRecord, float]:
-        """Costs and entropy-analytic in one pass over the blocks (the search's hot path)."""
-        assert self.weights is not None
-        flops = params = acc = total = 0.0
-        layers = 0
-        ends, weights, cache = self.stage_ends, self.weights, self._cache
-        k = 0
-        for i, (b, a) in enumerate(zip(s.blocks, self.areas, strict=True)):
-            c = cache.get(b)
-            if c is None:
-                c = self._block(b)
-            flops += c[0] * a
-            params += c[1]
-            layers += c[2]
-            acc += c[3]
-            if i == ends[k]:
-                w = weights[k]
-                if w:
-                    total += w * (acc + math.log(b.out_channels))
-                k += 1
-        return CostRecord(flops, params, layers), total
+class Flops(Term):
+    """FLOPs (MACs + BN/activation ops) at the search's input size; ``scale`` re-counts them at
+    another input size (the ``flops`` score's resolution)."""
 
-    def analytic(self, s: Structure) -> float:
-        """entropy-analytic, from the cached per-block log-stds."""
-        assert self.weights is not None
-        acc = 0.0
-        total = 0.0
-        ends = self.stage_ends
-        k = 0
-        blocks = s.blocks
-        for i, b in enumerate(blocks):
-            acc += self._block(b)[3]
-            if i == ends[k]:
-                w = self.weights[k]
-                if w:
-                    total += w * (acc + math.log(b.out_channels))
-                k += 1
-        return total
+    def __init__(self, scale: float = 1.0, name: str = "flops") -> None:
+        self.scale, self.name = scale, name
 
-    def evaluate_raw(self, blocks: tuple[RawBlock, ...]) -> tuple[float, float, int, float]:
-        """(flops, params, layers, entropy-analytic) of a mutation's raw blocks: the search's hot path.
+    def share(self, block: Block, cost: BlockCost, at: Position) -> float:
+        area = at.area if self.scale == 1.0 else at.area * self.scale
+        return cost.flops_per_pixel * area
 
-        Same figures as :meth:`evaluate` (same per-block values, summed in the same order), keyed by
-        raw tuples, whose hash and equality run in C."""
-        flops = params = acc = total = 0.0
-        layers = 0
-        cache = self._raw_cache
-        for b, (area, w) in zip(blocks, self._positions, strict=True):
-            c = cache.get(b)
-            if c is None:
-                c = cache[b] = self._raw_block(b)
-            flops += c[0] * area
-            params += c[1]
-            layers += c[2]
-            acc += c[3]
-            if w:  # a stage end with a non-zero weight
-                total += w * (acc + math.log(b[2]))
-        return flops, params, layers, total
 
-    def _raw_block(self, b: RawBlock) -> tuple[float, float, int, float]:
-        kind = BOTTLENECKS.get(b[0])
-        if kind is not None and b[6] is not None:  # the common miss: no Block object, no lru lookups
-            bc = bottleneck_cost(b[1], b[2], b[3], b[4], b[5], b[6], kind)
-            return (bc.flops_per_pixel, bc.params, bc.layers, math.fsum(bc.log_std))
-        return self._block(Block(*b))
+class Params(Term):
+    name = "params"
 
-    def within(self, flops: float, params: float, layers: int) -> bool:
-        """All budgets met (the raw-path twin of :meth:`violated`)."""
-        lim = self._limits
-        return layers <= lim[2] and flops <= lim[0] and params <= lim[1]
+    def share(self, block: Block, cost: BlockCost, at: Position) -> float:
+        return cost.params
+
+
+class Layers(Term):
+    name = "layers"
+
+    def share(self, block: Block, cost: BlockCost, at: Position) -> int:  # type: ignore[override]
+        return cost.layers
+
+
+class EntropyAnalytic(Term):
+    """``entropy-analytic`` (zennas.score.analytic) as a sum over blocks (see the module docstring)."""
+
+    name = "score"
+
+    def __init__(self, weights: Sequence[float]) -> None:
+        self.weights = check_weights(weights)
+        # a block in stage k adds its log-std to the value of every stage j >= k
+        self.suffix = tuple(math.fsum(self.weights[k:]) for k in range(len(self.weights)))
+
+    def share(self, block: Block, cost: BlockCost, at: Position) -> float:
+        v = self.suffix[at.stage] * math.fsum(cost.log_std)
+        w = self.weights[at.stage]
+        if at.stage_end and w:
+            v += w * math.log(block.out_channels)
+        return v
+
+
+class Evaluation(NamedTuple):
+    """A candidate's figures. ``totals``: each term's sum, in the evaluator's term order (the first
+    three are always FLOPs, params and layers, then the closed-form score if any, then added terms)."""
+
+    totals: tuple[float, ...]
+    reason: str | None  # the first budget the candidate breaks (layers, flops, params, then added ones)
+
+    @property
+    def flops(self) -> float:
+        return self.totals[0]
+
+    @property
+    def params(self) -> float:
+        return self.totals[1]
+
+    @property
+    def layers(self) -> int:
+        return int(self.totals[2])
+
+
+class Evaluator:
+    """Evaluates candidates that share the strides of ``start``: the terms' totals and the first
+    budget broken. ``limits``: term name -> upper bound (checked in the order given)."""
+
+    def __init__(self, start: Structure, height: int, width: int, terms: Sequence[Term],
+                 limits: dict[str, float] | None = None, score: str | None = None,
+                 score_transform: Callable[[float], float] | None = None) -> None:
+        self.positions = positions(start, height, width)
+        self.terms = tuple(terms)
+        self.names = tuple(t.name for t in self.terms)
+        if self.names[:3] != ("flops", "params", "layers"):
+            raise ValueError(f"the first terms must be flops, params, layers, got {self.names[:3]}")
+        index = {name: j for j, name in enumerate(self.names)}
+        self.limits = tuple((index[name], name, float(limit)) for name, limit in (limits or {}).items())
+        self.score_index = index[score] if score is not None else None  # the term the score is made of
+        self.score_transform = score_transform  # score = transform(that term's total); None: the total
+        self._caches: tuple[dict[Block, tuple[float, ...]], ...] = tuple({} for _ in self.positions)
+
+    def _shares(self, at: Position, b: Block) -> tuple[float, ...]:
+        cache = self._caches[at.index]
+        if len(cache) >= CACHE_LIMIT:
+            cache.clear()
+        cost = _block_cost(b)
+        v = cache[b] = tuple([t.share(b, cost, at) for t in self.terms])
+        return v
+
+    def __call__(self, s: Structure) -> Evaluation:
+        """The terms' totals (summed in block order) and the first budget broken."""
+        shares = list(map(dict.get, self._caches, s.blocks))  # one cache per position
+        if None in shares:
+            shares = [v if v is not None else self._shares(at, b)
+                      for v, b, at in zip(shares, s.blocks, self.positions, strict=True)]
+        totals = tuple(map(sum, zip(*shares, strict=True)))  # per term, summed in block order
+        for j, name, limit in self.limits:
+            if totals[j] > limit:
+                return Evaluation(totals, name)
+        return Evaluation(totals, None)
+
+    def score(self, e: Evaluation) -> float:
+        """The closed-form score of an evaluated candidate (the evaluator must have a score term)."""
+        assert self.score_index is not None
+        v = e.totals[self.score_index]
+        return v if self.score_transform is None else self.score_transform(v)
+
+    def total(self, e: Evaluation, name: str) -> float:
+        return e.totals[self.names.index(name)]
+
+
+def score_term(score: str, settings: dict[str, object], height: int, width: int,
+               stage_weights: Sequence[float]) -> Term | None:
+    """The term of a closed-form score (None for a forward-pass score). The ``params`` and
+    ``flops`` scores are the log of their term (zennas.score.baselines)."""
+    if score == "entropy-analytic":
+        return EntropyAnalytic(settings.get("stage_weights", stage_weights))  # type: ignore[arg-type]
+    if score in ("params", "flops"):
+        res = settings.get("resolution")
+        h = int(settings.get("height") or res or 480)  # type: ignore[call-overload]
+        w = int(settings.get("width") or res or 480)  # type: ignore[call-overload]
+        return Params() if score == "params" else Flops(scale=(h * w) / (height * width), name="flops-score")
+    return None
+
+
+def search_evaluator(start: Structure, height: int, width: int, *, score: str, settings: dict[str, object],
+                     stage_weights: Sequence[float], flops: float | None = None, params: float | None = None,
+                     layers: int | None = None) -> Evaluator:
+    """The evaluator of one search: FLOPs, params, layers, the closed-form score if any; the given
+    budgets as limits (checked layers, FLOPs, params: the first broken names the rejection)."""
+    terms: list[Term] = [Flops(), Params(), Layers()]
+    st = score_term(score, settings, height, width, stage_weights)
+    score_name = None
+    transform = math.log if score in ("params", "flops") else None
+    if st is not None:
+        if isinstance(st, EntropyAnalytic):
+            n_stages = sum(p.stage_end for p in positions(start, height, width))
+            if len(st.weights) != n_stages:
+                raise SpecError(f"stage_weights has {len(st.weights)} entries but the structures have "
+                                f"{n_stages} stages", field="stage_weights")
+        if st.name == "params":
+            score_name = "params"
+        else:
+            terms.append(st)
+            score_name = st.name
+    limits = {name: v for name, v in (("layers", layers), ("flops", flops), ("params", params)) if v is not None}
+    return Evaluator(start, height, width, terms, limits, score_name, transform)

@@ -1,7 +1,9 @@
 """Export a finished search as an Optuna study that optuna-dashboard opens.
 
 Trials are written to a JournalStorage file (an append-only log, far faster than copying 100k
-trials into an RDB through Optuna's RDBStorage). Each trial carries the structure's parameters (the
+trials into an RDB through Optuna's RDBStorage), read from the store a page at a time. (Optuna's
+JournalStorage replays the log it writes into memory, so the exporting process holds the study as
+optuna-dashboard will; the search never does.) Each trial carries the structure's parameters (the
 NSGA-II/random codec's encoding), its score, costs and budget verdict as user attributes.
 """
 
@@ -32,23 +34,30 @@ def export_optuna(store: SearchStore, search_id: str, path: str | Path, *, study
     name = study_name or f"zennas-{search_id}"
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True)
     study.set_user_attr("spec", json.dumps(cp.spec))
-    trials = []
-    for row in store.trials(search_id):
-        s = Structure(tuple(Block(*r) for r in json.loads(row["structure"])))
-        params = codec.encode(s)
-        dists = {k: v for k, v in codec.distributions.items() if k in params}
-        ok = row["state"] == "complete"
-        trials.append(optuna.trial.create_trial(
-            state=TrialState.COMPLETE if ok else (TrialState.PRUNED if row["state"] == "rejected" else TrialState.FAIL),
-            value=row["score"] if ok else None,
-            params={k: v for k, v in params.items() if k in dists and _contains(dists[k], v)},
-            distributions={k: d for k, d in dists.items() if _contains(d, params[k])},
-            user_attrs={"number": row["number"], "flops": row["flops"], "params": row["params"],
-                        "layers": row["layers"], "latency_ms": row["latency_ms"], "reason": row["reason"],
-                        "worker": row["worker"], "structure": s.to_json()},
-        ))
-    study.add_trials(trials)
+    offset, page = 0, 10_000
+    while True:  # a page at a time: the search's history is never all in this process's memory at once
+        rows = store.trials(search_id, offset=offset, limit=page)
+        study.add_trials([_trial(row, codec) for row in rows])
+        if len(rows) < page:
+            break
+        offset += page
     return name
+
+
+def _trial(row: dict[str, object], codec: StructureCodec) -> optuna.trial.FrozenTrial:
+    s = Structure(tuple(Block(*r) for r in json.loads(str(row["structure"]))))
+    params = codec.encode(s)
+    dists = {k: v for k, v in codec.distributions.items() if k in params}
+    ok = row["state"] == "complete"
+    return optuna.trial.create_trial(
+        state=TrialState.COMPLETE if ok else (TrialState.PRUNED if row["state"] == "rejected" else TrialState.FAIL),
+        value=row["score"] if ok else None,  # type: ignore[arg-type]
+        params={k: v for k, v in params.items() if k in dists and _contains(dists[k], v)},
+        distributions={k: d for k, d in dists.items() if _contains(d, params[k])},
+        user_attrs={"number": row["number"], "flops": row["flops"], "params": row["params"],
+                    "layers": row["layers"], "latency_ms": row["latency_ms"], "reason": row["reason"],
+                    "worker": row["worker"], "structure": s.to_json()},
+    )
 
 
 def _contains(dist: optuna.distributions.BaseDistribution, value: object) -> bool:

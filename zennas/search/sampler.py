@@ -1,18 +1,14 @@
-"""Optuna samplers for architecture search.
+"""How candidates are proposed: the evolution, uniform random structures, and Optuna adapters.
 
-:class:`EvolutionSampler` is the ZenDet / TinyNAS evolution as an Optuna sampler: every candidate is
-one Optuna trial. Candidates are whole structures, not independent parameters, so the sampler
-proposes a structure when a trial starts (``before_trial``) and learns from it when the trial ends
-(``after_trial``); it suggests no Optuna parameters, which keeps a trial at a few tens of
-microseconds (a structure as ~24 int parameters costs ~1 ms per trial in Optuna 5). The population
-is kept incrementally (heap + index), never by scanning the study's trials.
-
-Its randomness for trial n comes from ``random.Random((seed, n))``-style derivation, so a candidate
-depends only on the seed, the trial number and the population at the start of its generation, not
-on evaluation order or cluster size.
+:class:`Evolution` is the ZenDet / TinyNAS evolution the search runs: candidates are whole
+structures, mutated from a parent picked from the population, which is kept incrementally (heap +
+index). A generation's randomness comes from ``trial_rng(seed, its first trial number)``, so a
+candidate depends only on the seed, the trial number and the population at the start of its
+generation, not on evaluation order or cluster size. :class:`EvolutionSampler` wraps it as an Optuna sampler.
 
 For NSGA-II and random search, :class:`StructureCodec` expresses a structure as Optuna parameters
-(per block: out, kernel, layers, bottleneck) so Optuna's own samplers can drive it.
+(per block: out, kernel, layers, bottleneck); NSGA-II is Optuna's own sampler over them, and
+:class:`RandomStructures` draws them uniformly.
 """
 
 from __future__ import annotations
@@ -38,28 +34,61 @@ def trial_rng(seed: int, number: int) -> random.Random:
     return random.Random((seed << 40) ^ number)
 
 
-class EvolutionSampler(BaseSampler):
+class Evolution:
     """Pick a parent uniformly from the population, mutate it (the space's rules), and keep the top
-    ``population.size`` distinct structures by score.
+    ``population.size`` distinct structures by score. This is what the search runs.
+
+    A generation's candidates are drawn from ``trial_rng(seed, its first trial number)`` and the
+    population as it stood when the generation began (:meth:`propose` a generation, then :meth:`tell`
+    its trials in number order), so they do not depend on evaluation order or cluster size.
 
     Warm-up (``grow_at``): the population starts small (its ``size``) and grows to ``full_size`` when
-    trial ``grow_at`` is told. The switch depends only on trial numbers, which are told in order, so it
-    is the same for any worker count and completion order.
+    trial ``grow_at`` is told. ``fine_from``: trial number from which mutations only change widths.
+    """
+
+    def __init__(self, *, mutator: Mutator, population: Population, seed: int = 0, fine_from: int | None = None,
+                 grow_at: int | None = None, full_size: int | None = None) -> None:
+        self.mutator = mutator
+        self.population = population
+        self.seed = seed
+        self.fine_from = fine_from
+        self.grow_at = grow_at
+        self.full_size = full_size if full_size is not None else population.size
+
+    def propose(self, numbers: range) -> list[Structure]:
+        """The candidates of one generation (consecutive trial numbers), drawn in number order from
+        one stream, ``trial_rng(seed, first number)``: seeding a Mersenne Twister costs as much as a
+        mutation, so it is done once per generation, not per trial. Generations are cut at fixed
+        numbers (multiples of the spec's generation size), so a trial's candidate is still a function
+        of the seed, its number and the population when its generation began."""
+        pick, mutate, fine_from = self.population.pick, self.mutator.mutate, self.fine_from
+        rng = trial_rng(self.seed, numbers.start)
+        return [mutate(pick(rng), rng, fine=fine_from is not None and n >= fine_from) for n in numbers]
+
+    def tell(self, number: int, structure: Structure, score: float | None) -> None:
+        """Trial ``number`` ended: with a score it competes for the population (None: rejected/failed)."""
+        if self.grow_at is not None and number >= self.grow_at and self.population.size < self.full_size:
+            self.population.resize(self.full_size)  # the warm-up ends: the population grows
+        if score is not None:
+            self.population.insert(structure, score)
+
+
+class EvolutionSampler(BaseSampler):
+    """:class:`Evolution` as an Optuna sampler, for driving it from your own Optuna study: every
+    candidate is one trial. It proposes a structure when a trial starts (``before_trial``) and learns
+    from it when the trial ends (``after_trial``); it suggests no Optuna parameters.
 
     Contract: call :meth:`candidate` with a trial's number after ``study.ask()`` to get the structure
     it proposes; tell the trial COMPLETE with the score to let it compete for the population, or
-    PRUNED when it broke a budget.
+    PRUNED when it broke a budget. (``zennas.search.Search`` runs :class:`Evolution` directly and
+    records every trial in its store, which exports as an Optuna study.)
     """
 
     def __init__(self, *, mutator: Mutator, population: Population, seed: int = 0, number_offset: int = 0,
                  fine_from: int | None = None, grow_at: int | None = None, full_size: int | None = None) -> None:
-        self.mutator = mutator
-        self.fine_from = fine_from  # trial number from which mutations only change widths (None: never)
-        # warm-up: from trial ``grow_at`` on, the population may hold ``full_size`` members (None: no growth)
-        self.grow_at = grow_at
-        self.full_size = full_size if full_size is not None else population.size
+        self.evolution = Evolution(mutator=mutator, population=population, seed=seed, fine_from=fine_from,
+                                   grow_at=grow_at, full_size=full_size)
         self.population = population
-        self.seed = seed
         self.number_offset = number_offset  # trials done before this study (resumed searches)
         self._pending: dict[int, Structure] = {}
 
@@ -80,11 +109,8 @@ class EvolutionSampler(BaseSampler):
         )
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        number = self.number_offset + trial.number
-        rng = trial_rng(self.seed, number)
-        parent = self.population.pick(rng)
-        fine = self.fine_from is not None and number >= self.fine_from
-        self._pending[trial.number] = self.mutator.mutate(parent, rng, fine=fine)
+        n = self.number_offset + trial.number
+        self._pending[trial.number] = self.evolution.propose(range(n, n + 1))[0]
 
     def candidate(self, trial_number: int) -> Structure:
         return self._pending[trial_number]
@@ -92,11 +118,31 @@ class EvolutionSampler(BaseSampler):
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
                     values: Sequence[float] | None) -> None:
         s = self._pending.pop(trial.number)
-        if self.grow_at is not None and self.number_offset + trial.number >= self.grow_at \
-                and self.population.size < self.full_size:
-            self.population.resize(self.full_size)  # the warm-up ends: the population grows
-        if state == TrialState.COMPLETE and values:
-            self.population.insert(s, values[0])
+        ok = state == TrialState.COMPLETE and values
+        self.evolution.tell(self.number_offset + trial.number, s, values[0] if ok else None)  # type: ignore[index]
+
+
+class RandomStructures:
+    """Uniform random structures of the codec's parameter space; trial n's draws come from
+    ``trial_rng(seed, n)``, one per parameter in the codec's order, so resume replays exactly."""
+
+    def __init__(self, codec: StructureCodec, *, seed: int) -> None:
+        self.codec, self.seed = codec, seed
+
+    def propose(self, numbers: range) -> list[Structure]:
+        return [self.codec.decode({name: _draw(rng, d) for name, d in self.codec.distributions.items()})
+                for rng in (trial_rng(self.seed, n) for n in numbers)]
+
+    def tell(self, number: int, structure: Structure, score: float | None) -> None:
+        pass
+
+
+def _draw(rng: random.Random, dist: BaseDistribution) -> Any:
+    if isinstance(dist, CategoricalDistribution):
+        return rng.choice(dist.choices)
+    assert isinstance(dist, IntDistribution)
+    step = dist.step or 1
+    return dist.low + step * rng.randrange((dist.high - dist.low) // step + 1)
 
 
 class StructureCodec:

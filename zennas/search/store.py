@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -48,6 +48,23 @@ search_trials = sa.Table(
     sa.Column("attempts", sa.Integer),
     sa.Column("seconds", sa.Float),
 )
+
+
+class TrialRow(NamedTuple):
+    """One trial as the search writes it (the columns of search_trials after search_id)."""
+
+    number: int
+    state: str  # complete | rejected | failed
+    reason: str | None
+    score: float | None
+    flops: float
+    params: float
+    layers: int
+    latency_ms: float | None
+    structure: str  # compact JSON: one [type, in, out, stride, kernel, layers, bottleneck] list per block
+    worker: str | None
+    attempts: int | None
+    seconds: float | None
 
 
 @dataclass
@@ -105,18 +122,26 @@ class SearchStore:
         return Checkpoint(row.search_id, row.generation, row.n_trials, json.loads(row.spec), json.loads(row.state),
                           bool(row.finished))
 
-    def save_generation(self, cp: Checkpoint, trials: Sequence[dict[str, Any]]) -> None:
+    def save_generation(self, cp: Checkpoint, trials: Sequence[TrialRow]) -> None:
         """The generation's trials and the checkpoint after it, atomically."""
         values = {"generation": cp.generation, "n_trials": cp.n_trials, "spec": json.dumps(cp.spec),
                   "state": json.dumps(cp.state), "finished": cp.finished, "updated_at": time.time()}
         with self.engine.begin() as c:
             self._guard(c, cp)
             if trials:
-                c.execute(search_trials.insert(), [dict(t, search_id=cp.search_id) for t in trials])
+                self._insert_trials(c, cp.search_id, trials)
             updated = c.execute(search_checkpoints.update()
                                 .where(search_checkpoints.c.search_id == cp.search_id).values(**values))
             if updated.rowcount == 0:
                 c.execute(search_checkpoints.insert().values(search_id=cp.search_id, **values))
+
+    def _insert_trials(self, connection: Any, search_id: str, trials: Sequence[TrialRow]) -> None:
+        """One DBAPI executemany of plain tuples: SQLAlchemy's per-row parameter processing costs
+        more than the search spends making the trial."""
+        mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+        sql = (f"INSERT INTO {search_trials.name} (search_id, {', '.join(TrialRow._fields)}) "
+               f"VALUES ({', '.join([mark] * (len(TrialRow._fields) + 1))})")
+        connection.exec_driver_sql(sql, [(search_id, *t) for t in trials])
 
     def _guard(self, connection: Any, cp: Checkpoint) -> None:
         """Runs first inside the write's transaction; a subclass raises to refuse the write."""

@@ -44,31 +44,18 @@ def smart_round(x: float, base: int = 8) -> int:
 _CONVS_PER_UNIT = {name: k.convs_per_unit for name, k in BLOCK_KINDS.items()}
 
 
-def _layers(b: Block) -> int:
-    return _CONVS_PER_UNIT[b.type] * b.layers
+def _block(fields: tuple[str, int, int, int, int, int, int | None]) -> Block:
+    return tuple.__new__(Block, fields)
+
+
+def _chained(b: Block, in_channels: int) -> Block:
+    """``b`` re-chained to a new input width (the previous block's new ``out``)."""
+    return _block((b.type, in_channels, b.out_channels, b.stride, b.kernel, b.layers, b.bottleneck))
 
 
 def _pick(rng: random.Random, seq: Sequence[T]) -> T:
     """Uniform choice with one ``random()`` draw (``Random.choice`` costs several calls)."""
     return seq[int(rng.random() * len(seq))]
-
-
-def trusted_structure(blocks: tuple[Block, ...]) -> Structure:
-    """A structure whose validity the caller guarantees (a mutation of a valid one): no re-check."""
-    s = object.__new__(Structure)
-    object.__setattr__(s, "blocks", blocks)
-    object.__setattr__(s, "_hash", hash(blocks))
-    return s
-
-
-RawBlock = tuple[str, int, int, int, int, int, "int | None"]
-"""A block as a plain tuple in :class:`Block`'s field order: (type, in, out, stride, kernel, layers,
-bottleneck). The mutation hot path works on these: tuples are built, hashed and compared in C, where a
-frozen dataclass costs ~1.5 µs to build and a Python-level ``__eq__`` per cache hit."""
-
-
-def raw_block(b: Block) -> RawBlock:
-    return (b.type, b.in_channels, b.out_channels, b.stride, b.kernel, b.layers, b.bottleneck)
 
 
 @dataclass(frozen=True)
@@ -120,37 +107,11 @@ class Mutator:
         self._max_layers = {name: kind.max_layers for name, kind in BLOCK_KINDS.items()}
 
         self._layer_choices: dict[int, tuple[int, ...]] = {}  # current layers -> the values a change may give
-        self._intern: dict[RawBlock, Block] = {}  # raw tuple -> the one Block object for it
-
-    # -- raw tuples <-> blocks ---------------------------------------------------------------------
-    def to_raw(self, structure: Structure) -> tuple[RawBlock, ...]:
-        return tuple([raw_block(b) for b in structure.blocks])
-
-    def block(self, raw: RawBlock) -> Block:
-        """The (interned) :class:`Block` for a raw tuple the mutation produced."""
-        b = self._intern.get(raw)
-        if b is None:
-            if len(self._intern) >= 1 << 18:
-                self._intern.clear()  # bounded: a long search sees new blocks forever
-            b = self._intern[raw] = Block(*raw)
-        return b
-
-    def to_structure(self, blocks: tuple[RawBlock, ...]) -> Structure:
-        """The structure of a mutation's raw blocks (valid by construction, so not re-validated)."""
-        get = self._intern.get
-        out = []
-        for raw in blocks:
-            b = get(raw)
-            out.append(b if b is not None else self.block(raw))
-        return trusted_structure(tuple(out))
-
-    def count_layers(self, blocks: tuple[RawBlock, ...]) -> int:
-        cpu = _CONVS_PER_UNIT
-        return sum([cpu[b[0]] * b[5] for b in blocks])
+        self._parent_layers: dict[Structure, int] = {}
 
     # -- one field of one block ---------------------------------------------------------------
-    def mutate_block(self, blocks: tuple[RawBlock, ...], idx: int, rng: random.Random,
-                     fine: bool = False) -> RawBlock | None:
+    def mutate_block(self, blocks: tuple[Block, ...], idx: int, rng: random.Random,
+                     fine: bool = False) -> Block | None:
         """Block ``idx`` with one field changed (its ``in`` not yet re-chained), or None if it cannot
         change (a stem standing last). Hot path: ``_pick`` is inlined (same draws)."""
         typ, cin, out, stride, k, layers, btn = blocks[idx]
@@ -167,10 +128,10 @@ class Mutator:
                 out = min(r.max_channels, smart_round(out * mults[int(rand() * len(mults))], base))
                 if r.stem_max_out is not None and out > r.stem_max_out:
                     out = r.stem_max_out
-                if r.out_max_next and out > nxt[2]:
-                    out = nxt[2]
-                return (typ, cin, out, stride, k, layers, btn)
-            return (typ, cin, out, stride, self._kernel(k, rng), layers, btn)
+                if r.out_max_next and out > nxt.out_channels:
+                    out = nxt.out_channels
+                return _block((typ, cin, out, stride, k, layers, btn))
+            return _block((typ, cin, out, stride, self._kernel(k, rng), layers, btn))
 
         fields = self._fine_fields[typ] if fine else self._fields[typ]
         what = fields[int(rand() * len(fields))]
@@ -181,10 +142,10 @@ class Mutator:
             if r.out_min_in_ratio is not None:
                 out = max(out, math.ceil(r.out_min_in_ratio * cin))
             if nxt is not None:
-                if r.out_max_next and out > nxt[2]:
-                    out = nxt[2]
+                if r.out_max_next and out > nxt.out_channels:
+                    out = nxt.out_channels
                 if r.next_out_divisor is not None:
-                    floor = smart_round(nxt[2] / r.next_out_divisor, base)
+                    floor = smart_round(nxt.out_channels / r.next_out_divisor, base)
                     if out < floor:
                         out = floor
         elif what == "kernel":
@@ -210,7 +171,7 @@ class Mutator:
             layers = new
         if btn is not None and r.btn_min_divisor is not None and btn < out / r.btn_min_divisor:
             btn = smart_round(out / r.btn_min_divisor, base)
-        return (typ, cin, out, stride, k, layers, btn)
+        return _block((typ, cin, out, stride, k, layers, btn))
 
     def _kernel(self, k: int, rng: random.Random) -> int:
         choices = self._kernel_choices.get(k)
@@ -219,23 +180,37 @@ class Mutator:
         return _pick(rng, choices) if choices else k
 
     # -- a whole candidate ----------------------------------------------------------------------
-    def _shrink(self, b: RawBlock, idx: int) -> RawBlock:
-        k = b[4]
+    def _layers_of(self, s: Structure) -> int:
+        """Main-path layers of a parent (cached: a population member is mutated many times)."""
+        n = self._parent_layers.get(s)
+        if n is None:
+            if len(self._parent_layers) >= 1 << 12:
+                self._parent_layers.clear()  # bounded: members come and go
+            n = self._parent_layers[s] = sum([_CONVS_PER_UNIT[b.type] * b.layers for b in s.blocks])
+        return n
+
+    def _shrink(self, b: Block, idx: int) -> Block:
+        k = b.kernel
         res = self._plan.res_in[idx]
         while k > 1 and k * self.rules.kernel_shrink_ratio > res:
             k -= 2
-        if k == b[4]:
-            return b
-        return (b[0], b[1], b[2], b[3], k, b[5], b[6])
+        return b if k == b.kernel else b._replace(kernel=k)
 
-    def mutate_raw(self, blocks: tuple[RawBlock, ...], layers: int, rng: random.Random, *,
-                   fine: bool = False) -> tuple[tuple[RawBlock, ...], int]:
-        """The hot path: a child of raw ``blocks`` (whose main-path layer count is ``layers``) and the
-        child's layer count. Same draws from ``rng`` and same result as :meth:`mutate`."""
+    def mutate(self, parent: Structure, rng: random.Random, *, fine: bool = False) -> Structure:
+        """A child of ``parent``: ``rounds`` rounds, each changing one field of one block (a round that
+        breaks the layer budget is retried with another block, up to n tries). ``fine``
+        (coarse-to-fine's second phase, TinyNAS's "minor mutation") changes only channel widths (out,
+        bottleneck), keeping depths and kernels. All randomness comes from ``rng``.
+
+        The child is valid by construction (channels re-chained, strides and types kept, fields within
+        the kinds' bounds), so it is built without re-validation; tests/core/test_mutation.py
+        re-validates every child of long walks in every shipped space."""
+        blocks = parent.blocks
         n = len(blocks)
         last_pick = n - 1 if self.rules.pick == "reference" else n
         cpu = _CONVS_PER_UNIT
         budget = self.budget_layers
+        layers = self._layers_of(parent) if budget is not None else 0
         shrink = self._plan.shrink_needed
         mutate_block = self.mutate_block
         for _ in range(self.rules.rounds):
@@ -247,26 +222,17 @@ class Mutator:
                 if new is None:
                     continue
                 if idx + 1 < n:
-                    nb = blocks[idx + 1]
-                    if nb[1] != new[2]:  # re-chain the next block's in
-                        nb = (nb[0], new[2], nb[2], nb[3], nb[4], nb[5], nb[6])
-                        candidate = (*blocks[:idx], new, nb, *blocks[idx + 2:])
-                    else:
-                        candidate = (*blocks[:idx], new, *blocks[idx + 1:])
+                    nxt = blocks[idx + 1]
+                    if nxt.in_channels != new.out_channels:
+                        nxt = _chained(nxt, new.out_channels)
+                    candidate = (*blocks[:idx], new, nxt, *blocks[idx + 2:])
                 else:
                     candidate = (*blocks[:idx], new)
                 if shrink:
                     candidate = tuple([self._shrink(b, i) for i, b in enumerate(candidate)])
                 old = blocks[idx]
-                cand_layers = layers - cpu[old[0]] * old[5] + cpu[new[0]] * new[5]
+                cand_layers = layers - cpu[old.type] * old.layers + cpu[new.type] * new.layers
                 if budget is None or cand_layers <= budget:
                     break
             blocks, layers = candidate, cand_layers
-        return blocks, layers
-
-    def mutate(self, parent: Structure, rng: random.Random, *, fine: bool = False) -> Structure:
-        """A child of ``parent``. ``fine`` (coarse-to-fine's second phase, TinyNAS's "minor mutation")
-        changes only channel widths (out, bottleneck), keeping depths and kernels."""
-        raw = self.to_raw(parent)
-        blocks, _ = self.mutate_raw(raw, self.count_layers(raw), rng, fine=fine)
-        return self.to_structure(blocks)
+        return Structure.trusted(blocks)

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from zennas.errors import StructureError
 from zennas.space.kinds import BLOCK_KINDS
@@ -30,8 +30,10 @@ FORMAT_VERSION = 1
 _BLOCK_KEYS = ("type", "in", "out", "stride", "kernel", "layers", "bottleneck")
 
 
-@dataclass(frozen=True, slots=True)
-class Block:
+class Block(NamedTuple):
+    """One block of a structure. A named tuple, so that building, hashing and comparing one runs in C:
+    the search builds a few per candidate and looks each up in per-block cost caches."""
+
     type: str  # block type name, one of zennas.space.kinds.BLOCK_KINDS
     in_channels: int  # input channels ("in" in JSON)
     out_channels: int  # output channels ("out" in JSON)
@@ -39,15 +41,6 @@ class Block:
     kernel: int  # kxk kernel of the block's spatial convs (odd)
     layers: int = 1  # repeated units (a K1KXK1 unit is 3 convs)
     bottleneck: int | None = None  # bottleneck / expanded channels, for types that have them
-    _hash: int = field(default=0, init=False, repr=False, compare=False)  # cached: blocks key many caches
-
-    def __hash__(self) -> int:
-        h = self._hash
-        if not h:
-            h = hash((self.type, self.in_channels, self.out_channels, self.stride, self.kernel, self.layers,
-                      self.bottleneck)) or 1
-            object.__setattr__(self, "_hash", h)
-        return h
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -179,6 +172,15 @@ class Structure:
     def __hash__(self) -> int:
         return self._hash
 
+    @classmethod
+    def trusted(cls, blocks: tuple[Block, ...]) -> Structure:
+        """A structure whose validity the caller guarantees, built without the checks: only the
+        mutation calls it, and tests/core/test_mutation.py re-validates every child it makes."""
+        s = object.__new__(cls)
+        object.__setattr__(s, "blocks", blocks)
+        object.__setattr__(s, "_hash", hash(blocks))
+        return s
+
     def __len__(self) -> int:
         return len(self.blocks)
 
@@ -192,7 +194,7 @@ class Structure:
 
     def replace_block(self, index: int, **changes: Any) -> Structure:
         blocks = list(self.blocks)
-        blocks[index] = replace(blocks[index], **changes)
+        blocks[index] = blocks[index]._replace(**changes)
         return Structure(tuple(blocks))
 
     # -- JSON -------------------------------------------------------------------------------
