@@ -307,6 +307,9 @@ class Search:
             n_trials += g
             generation += 1
             t3 = time.perf_counter()
+            timings["ask"] += t1 - t0  # before the checkpoint, which stores them
+            timings["evaluate"] += t2 - t1
+            timings["tell"] += t3 - t2
             elapsed = elapsed_before + (t3 - t_start)
             finished = n_trials >= spec.iterations
             stop_next = self.should_stop()
@@ -323,11 +326,7 @@ class Search:
                     assert self.progress is not None
                     self.progress(self._event(cp, pop, best, elapsed))
                     last_report = t3
-            t4 = time.perf_counter()
-            timings["ask"] += t1 - t0
-            timings["evaluate"] += t2 - t1
-            timings["tell"] += t3 - t2
-            timings["checkpoint"] += t4 - t3
+            timings["checkpoint"] += time.perf_counter() - t3  # stored with the next checkpoint
             if stop_next and not finished:
                 self.stopped = True
                 break
@@ -337,6 +336,8 @@ class Search:
                                   n_trials >= spec.iterations)
         if cp is None:  # nothing ran (stopped before the first generation)
             cp = Checkpoint(self.search_id, generation, n_trials, spec.to_dict(), state, finished=False)
+        else:  # the result reports every phase, the last checkpoint's time included
+            cp.state["timings"] = dict(timings)
         return self._result(cp, t_start)
 
     # -- helpers ------------------------------------------------------------------------------
