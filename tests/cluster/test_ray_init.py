@@ -107,7 +107,7 @@ def probe(cluster: LocalRayCluster, tmp: Path, *args: str, timeout: float = 180)
 
 
 @pytest.fixture
-def tmp_path() -> Iterator[Path]:  # noqa: PT004 - shadows pytest's: Ray's socket paths must stay under 107 characters
+def tmp_path() -> Iterator[Path]:  # shadows pytest's: Ray's socket paths must stay under 107 characters
     d = Path(f"/tmp/zi_{uuid.uuid4().hex[:8]}")
     d.mkdir()
     yield d

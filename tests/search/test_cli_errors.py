@@ -49,8 +49,8 @@ def test_bad_out_indices_is_one_line_exit_2(tmp_path: Path) -> None:
 def test_library_errors_are_zennas_errors_with_a_field(tmp_path: Path) -> None:
     from zennas_workers.backend import RayConnectError, VersionMismatchError, WorkerPoolError, check_reachable
 
-    from zennas.blocks.base import make_act
     from zennas.blocks.backbone import Backbone
+    from zennas.blocks.base import make_act
     from zennas.search.export import export_optuna
     from zennas.search.population import Population
     from zennas.search.store import SearchStore
