@@ -116,6 +116,19 @@ def test_search_through_driver_matches_local() -> None:
     assert got.best_curve == ref.best_curve
 
 
+def test_summary_reports_measured_timings() -> None:
+    """A Ray-backed search of one generation (the final checkpoint is also the first) reports what it
+    measured: evaluation took time on the actors, and the phases add up to no more than the run."""
+    spec = SearchSpec(score="entropy", score_settings={"resolution": 32}, budgets=Budgets(flops=188e8, layers=91),
+                      population=8, iterations=8, generation=8, seed=0)
+    with RayBackend(num_workers=1) as b:
+        got = run_search(spec, backend=b)
+    t = got.summary()["timings"]
+    assert set(t) == {"ask", "evaluate", "tell", "checkpoint"}
+    assert t["evaluate"] > 0.01 and t["ask"] > 0 and t["tell"] > 0
+    assert t["ask"] + t["evaluate"] + t["tell"] <= got.seconds
+
+
 def test_latency_and_budget() -> None:
     base = make_tasks(1)[0]
     lat = {"batch": 1, "runs": 3, "warmup": 1, "resource": None}
