@@ -202,7 +202,9 @@ def check_reachable(address: str, timeout: float = 10.0) -> None:
     ``address``: Ray's own connect retries for minutes before it gives up on a dead address."""
     hp = _split_address(address)
     if hp is None:
-        return
+        if address == "auto":  # Ray reads the address of the cluster started on this machine
+            return
+        raise SpecError(f"ray_address: {address!r} is not HOST:PORT, ray://HOST:PORT or auto", field="ray_address")
     try:
         with socket.create_connection(hp, timeout=timeout):
             pass

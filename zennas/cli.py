@@ -178,6 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     except ZenNASError as e:
         print(error_line(e), file=sys.stderr)
         sys.exit(e.exit_code)
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as e:
+        print(f"error: {e.filename or 'file'}: {e.strerror or e}", file=sys.stderr)  # a path the user gave
+        sys.exit(2)
     except Exception as e:  # a bug: still one line, unless asked for the traceback
         if os.environ.get("ZENNAS_TRACEBACK") == "1":
             raise

@@ -37,6 +37,14 @@ def test_unreachable_ray_address_exits_1_fast_naming_ray_address() -> None:
     assert p.stdout == ""
 
 
+def test_malformed_ray_address_and_unusable_paths_exit_2(tmp_path: Path) -> None:
+    p = run("search", "--score", "entropy", "--population", "8", "--iterations", "8", "--ray-address", "foo")
+    assert p.returncode == 2 and one_line(p).startswith("error: ray_address:")
+    (tmp_path / "a-file").write_text("")
+    p = run("search", "--iterations", "8", "--checkpoint", str(tmp_path / "a-file" / "cp.db"))  # under a file
+    assert p.returncode == 2 and "a-file" in one_line(p)
+
+
 @pytest.mark.timeout(120)
 def test_bad_out_indices_is_one_line_exit_2(tmp_path: Path) -> None:
     p = run("export-onnx", "examples/maedet_s.txt", "--out", str(tmp_path / "b.pt"), "--torchscript",
