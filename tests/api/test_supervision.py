@@ -6,11 +6,13 @@ One real service (SQLite, embedded Ray, 1 evaluator): a forward-pass search star
 only and do not carry ``ZENNAS_SECRET_KEY``. Then:
 
 * SIGKILL of the dispatcher: ``/readyz`` answers 503, then 200 once the supervisor has started a
-  new one; the old run's Ray processes are reaped (one evaluator is SIGSTOPped first, so it cannot
-  notice its raylet dying and would otherwise stay forever); a new Ray search succeeds;
-* SIGKILL of the whole ``zennas serve`` (HTTP and, through its death signal, the dispatcher) with a
-  SIGSTOPped evaluator: the evaluator is orphaned; the next ``zennas serve`` on the same run
-  directory reaps it before it is ready;
+  new one; the old run's Ray processes are reaped (all are SIGSTOPped first, so none can clean up
+  after another: a raylet kills its job's workers when it can, and the race decides otherwise);
+  a new Ray search succeeds;
+* SIGKILL of the whole ``zennas serve`` (HTTP and, through its death signal, the dispatcher): the
+  next ``zennas serve`` on the same run directory starts with none of its processes left, and reaps
+  an orphaned process tree recorded as an earlier run's (sparing the processes of that session
+  without the run's token, and everything outside the session);
 * SIGTERM: the service exits 0 and no process of its dispatcher's session is left.
 """
 
@@ -20,6 +22,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,7 +33,7 @@ from typing import Any
 import httpx
 import pytest
 from service_helpers import Server, base_env, wait_state
-from zennas_api.supervisor import session_members
+from zennas_api.supervisor import TOKEN_ENV, reap_previous_runs, session_members
 
 pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]
 
@@ -92,6 +96,51 @@ def ray_tmp() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
+def orphan_tree(run_dir: Path, dead_serve: tuple[int, int]) -> tuple[list[int], list[int]]:
+    """A session of two ``sleep`` processes carrying a run token, one more in that session without
+    it, recorded as a dead service's dispatcher; plus a bystander outside it. Returns (the token
+    carriers, the two that must be spared)."""
+    token = uuid.uuid4().hex
+    clean = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+    leader = subprocess.Popen(["sh", "-c", f"sleep 600 & env -u {TOKEN_ENV} sleep 600 & exec sleep 600"],
+                              env={**clean, TOKEN_ENV: token}, start_new_session=True)
+    bystander = subprocess.Popen(["sleep", "600"], env=clean)
+    wait_for(lambda: len(session_members(leader.pid, token)) == 2, 10, "the orphan tree started")
+    carriers = session_members(leader.pid, token)
+    tokenless = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in carriers
+                 and Path(f"/proc/{p}/stat").exists() and session_of(int(p)) == leader.pid]
+    assert len(tokenless) == 1
+    (run_dir / "dispatcher-1.json").write_text(json.dumps({
+        "serve_pid": dead_serve[0], "serve_start": dead_serve[1], "pid": leader.pid, "sid": leader.pid,
+        "token": token, "started": time.time()}))
+    threading.Thread(target=leader.wait, daemon=True).start()  # reap the zombie once it is killed
+    threading.Thread(target=bystander.wait, daemon=True).start()
+    return carriers, [*tokenless, bystander.pid]
+
+
+def session_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def test_reaping_spares_what_is_not_the_recorded_run(tmp_path: Path) -> None:
+    """``reap_previous_runs`` kills the token carriers of a dead service's recorded session, and
+    leaves a record whose service is alive (this process) alone."""
+    me = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    orphans, spared = orphan_tree(tmp_path, dead_serve=(os.getpid(), int(me[19])))
+    assert reap_previous_runs(tmp_path) == 0 and all(alive(p) for p in orphans)  # its service (we) lives
+    rec = json.loads((tmp_path / "dispatcher-1.json").read_text())
+    (tmp_path / "dispatcher-1.json").write_text(json.dumps({**rec, "serve_start": 1}))  # now: a dead one's
+    assert reap_previous_runs(tmp_path) == 2
+    wait_for(lambda: not any(alive(p) for p in orphans), 5, "the token carriers killed")
+    assert all(alive(p) for p in spared)
+    assert not (tmp_path / "dispatcher-1.json").exists()
+    for p in spared:
+        os.kill(p, signal.SIGKILL)
+
+
 def test_supervised_dispatcher_owns_its_ray(spawn: Callable[..., Server], tmp_path: Path, ray_tmp: Path) -> None:
     import psutil
 
@@ -121,8 +170,7 @@ def test_supervised_dispatcher_owns_its_ray(spawn: Callable[..., Server], tmp_pa
     assert listening and all(ip in LOOPBACK for _, ip, _ in listening), listening
 
     # -- the dispatcher dies: /readyz is honest, the supervisor restarts it and reaps its Ray ------
-    stopped = evaluators(rec)
-    for pid in stopped:
+    for pid in ray_procs:  # stopped, no Ray process can clean up after the others: only reaping removes them
         os.kill(pid, signal.SIGSTOP)
     os.kill(rec["pid"], signal.SIGKILL)
     wait_for(lambda: readyz(server) == 503, 10, "/readyz 503 after the dispatcher died")
@@ -136,19 +184,22 @@ def test_supervised_dispatcher_owns_its_ray(spawn: Callable[..., Server], tmp_pa
         assert wait_state(c, jid, timeout=240)["state"] == "succeeded"
     assert server.dispatcher_pid() == rec2["pid"]  # no restart but the one we caused
 
-    # -- kill -9 of the whole service leaves an orphan; the next start reaps it ---------------------
-    orphans = evaluators(rec2)
-    assert orphans
-    for pid in orphans:
-        os.kill(pid, signal.SIGSTOP)
+    # -- kill -9 of the whole service: nothing of its Ray survives the next start ---------------------
+    # Ray 2.58 gives its node processes and workers parent-death signals, so they die with the
+    # dispatcher; what can outlive it is a process one of them started (a worker's own child). Such a
+    # tree is made here, in a session recorded as an earlier run's, next to a process of the same
+    # session without the run's token and one outside it: the next start kills exactly the tree.
+    ray2 = members(rec2)
     assert server.pgid is not None and server.proc is not None
     os.killpg(server.pgid, signal.SIGKILL)
     server.proc.wait(timeout=30)
     wait_for(lambda: not alive(rec2["pid"]), 10, "the dispatcher dies with its supervisor")
-    time.sleep(1.0)
-    assert all(alive(p) for p in orphans), "the stopped evaluator should outlive its raylet (the orphan case)"
-    again = spawn(env, dev=True)  # same run dir: reaps the orphans before it is ready
-    wait_for(lambda: not any(alive(p) for p in orphans), 5, "orphans reaped at start")
+    orphans, spared = orphan_tree(server.run_dir, dead_serve=(server.proc.pid, int(rec2["serve_start"])))
+    again = spawn(env, dev=True)  # same run dir: reaps the earlier runs' leftovers before it is ready
+    wait_for(lambda: not any(alive(p) for p in [*orphans, *ray2]), 5, "the earlier runs' processes reaped")
+    assert all(alive(p) for p in spared)
+    for p in spared:
+        os.kill(p, signal.SIGKILL)
 
     # -- SIGTERM: drains and leaves nothing --------------------------------------------------------
     with again.client() as c:
