@@ -115,7 +115,31 @@ def orphan_tree(run_dir: Path, dead_serve: tuple[int, int]) -> tuple[list[int], 
         "token": token, "started": time.time()}))
     threading.Thread(target=leader.wait, daemon=True).start()  # reap the zombie once it is killed
     threading.Thread(target=bystander.wait, daemon=True).start()
+    _STARTED.extend((p, start_time(p)) for p in [*carriers, *tokenless, bystander.pid])
     return carriers, [*tokenless, bystander.pid]
+
+
+_STARTED: list[tuple[int, str | None]] = []  # (pid, start time): a reused pid is never killed
+
+
+def start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+@pytest.fixture(autouse=True)
+def _kill_started() -> Iterator[None]:
+    """Whatever a test's orphan tree left (a failed test): killed by pid and start time."""
+    yield
+    while _STARTED:
+        pid, started = _STARTED.pop()
+        if started is not None and start_time(pid) == started:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def session_of(pid: int) -> int | None:
@@ -137,8 +161,6 @@ def test_reaping_spares_what_is_not_the_recorded_run(tmp_path: Path) -> None:
     wait_for(lambda: not any(alive(p) for p in orphans), 5, "the token carriers killed")
     assert all(alive(p) for p in spared)
     assert not (tmp_path / "dispatcher-1.json").exists()
-    for p in spared:
-        os.kill(p, signal.SIGKILL)
 
 
 def test_supervised_dispatcher_owns_its_ray(spawn: Callable[..., Server], tmp_path: Path, ray_tmp: Path) -> None:
@@ -198,8 +220,6 @@ def test_supervised_dispatcher_owns_its_ray(spawn: Callable[..., Server], tmp_pa
     again = spawn(env, dev=True)  # same run dir: reaps the earlier runs' leftovers before it is ready
     wait_for(lambda: not any(alive(p) for p in [*orphans, *ray2]), 5, "the earlier runs' processes reaped")
     assert all(alive(p) for p in spared)
-    for p in spared:
-        os.kill(p, signal.SIGKILL)
 
     # -- SIGTERM: drains and leaves nothing --------------------------------------------------------
     with again.client() as c:
