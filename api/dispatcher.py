@@ -1,9 +1,15 @@
 """The dispatcher: claims queued jobs and runs their searches, outside the HTTP server's process.
 
-Run as ``python -m zennas_api.dispatcher`` (``zennas serve`` starts one beside uvicorn). Each claimed
-job runs in a thread of this process; a heartbeat thread renews the leases and picks up cancel
-requests. SIGTERM drains: running searches checkpoint at their next generation boundary and their
-leases are released, so another replica (or this one, restarted) resumes them.
+Run as ``python -m zennas_api.dispatcher`` (``zennas serve`` starts and supervises one beside
+uvicorn). Each claimed job runs in a thread of this process; a heartbeat thread renews the leases and
+picks up cancel requests. SIGTERM drains: running searches checkpoint at their next generation
+boundary and their leases are released, so another replica (or this one, restarted) resumes them.
+
+Ray (embedded, or a cluster by address) is started once, when the first search needs it, by the
+``ray-host`` thread, which lives as long as the process: Ray starts its node processes with
+``PR_SET_PDEATHSIG``, which fires when the forking *thread* exits, so starting it from a job's thread
+killed the embedded Ray (and, a minute later, the dispatcher) when that job ended. The main loop
+touches ``$ZENNAS_DISPATCHER_BEAT`` (a file) every iteration: the supervisor's readiness check.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import threading
 import time
 import traceback
 import uuid
+from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -58,6 +66,77 @@ class FencedStore(SearchStore):
             raise LeaseLost(cp.search_id)
 
 
+class RayHost:
+    """Ray for this dispatcher: started (embedded) or connected (cluster) once, on first need, by a
+    thread that lives until :meth:`stop`; one :class:`RayBackend` shared by every job.
+
+    The backend evaluates one batch at a time; jobs running at once take turns batch by batch."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._ready: Future[Any] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._eval_lock = threading.Lock()
+
+    def backend(self) -> Any:
+        """The shared backend (blocks while Ray starts); raises what starting it raised."""
+        with self._lock:
+            failed = self._ready is not None and self._ready.done() and self._ready.exception() is not None
+            if self._ready is None or failed:
+                self._ready = Future()
+                self._thread = threading.Thread(target=self._run, args=(self._ready,), name="ray-host", daemon=True)
+                self._thread.start()
+            ready = self._ready
+        return _Turns(ready.result(), self._eval_lock)
+
+    def _run(self, ready: Future[Any]) -> None:
+        try:
+            from zennas_workers import RayBackend, ray_init
+
+            ray_init(self.settings.ray_address, num_cpus=self.settings.search_workers,
+                     loopback=self.settings.ray_loopback)
+            backend = RayBackend(num_workers=self.settings.search_workers, address=self.settings.ray_address)
+        except BaseException as e:  # the job that asked fails with it; the next one tries again
+            log.error("starting Ray failed: %s: %s", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            ready.set_exception(e)
+            return
+        log.info("Ray ready (%s)", self.settings.ray_address or "embedded")
+        ready.set_result(backend)
+        self._stop.wait()  # this thread forked Ray's node processes: it must outlive them
+        try:
+            backend.close()
+        finally:
+            import ray
+
+            ray.shutdown()  # stops the node processes an embedded Ray started
+            log.info("Ray stopped")
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+class _Turns:
+    """A backend whose ``evaluate`` calls take turns (RayBackend evaluates one batch at a time)."""
+
+    def __init__(self, backend: Any, lock: threading.Lock) -> None:
+        self._backend, self._lock = backend, lock
+
+    def evaluate(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._backend.evaluate(tasks))
+
+    def close(self) -> None:  # the backend is shared: the RayHost closes it
+        pass
+
+
 class Dispatcher:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -68,21 +147,30 @@ class Dispatcher:
         self.draining = threading.Event()
         self.running: dict[str, dict[str, Any]] = {}  # job id -> {"thread", "cancel", "lost"}
         self.lock = threading.Lock()
-        self._backend: Any = None
+        self.ray = RayHost(settings)
+        beat = os.environ.get("ZENNAS_DISPATCHER_BEAT")
+        self.beat_file = Path(beat) if beat else None
+        self._last_beat = 0.0
 
-    # -- evaluation backend (Ray), created once per process when a search needs it --------------
+    # -- evaluation backend (Ray), started once per process when a search needs it --------------
     def backend_for(self, spec: SearchSpec) -> Any:
         budgets = spec.effective_budgets(spec.resolve_space())
         needs = spec.score not in ANALYTIC_SCORES or budgets.latency_ms is not None or (
             spec.sampler == "nsga2" and "latency" in spec.objectives)
         if not needs:
             return None
-        if self._backend is None:
-            from zennas_workers import RayBackend, ray_init
+        return self.ray.backend()
 
-            ray_init(self.settings.ray_address, num_cpus=self.settings.search_workers)
-            self._backend = RayBackend(num_workers=self.settings.search_workers, address=self.settings.ray_address)
-        return self._backend
+    def beat(self) -> None:
+        """Tell the supervisor this loop is alive (at most once a second)."""
+        now = time.time()
+        if self.beat_file is None or now - self._last_beat < 1.0:
+            return
+        self._last_beat = now
+        try:
+            self.beat_file.touch()
+        except OSError as e:
+            log.warning("cannot touch %s: %s", self.beat_file, e)
 
     def run_job(self, job: Job) -> None:
         entry = self.running[job.id]
@@ -160,6 +248,7 @@ class Dispatcher:
         hb.start()
         last_retention = 0.0
         while not self.draining.is_set():
+            self.beat()
             claimed = None
             with self.lock:
                 local = len(self.running)
@@ -189,8 +278,7 @@ class Dispatcher:
         for t in threads:
             t.join()
         hb.join(timeout=5)
-        if self._backend is not None:
-            self._backend.close()
+        self.ray.stop()
 
     def expire(self) -> None:
         assert self.settings.retention_days is not None
@@ -201,9 +289,29 @@ class Dispatcher:
                 shutil.rmtree(self.settings.artifacts_dir / jid, ignore_errors=True)
 
 
+def _die_with_parent() -> None:
+    """SIGKILL this process when the ``zennas serve`` that started it dies (even by SIGKILL): a
+    dispatcher never outlives its supervisor (Ray's node processes then die with it, and whatever
+    is left is reaped by the next ``zennas serve``)."""
+    parent = os.environ.get("ZENNAS_SUPERVISOR_PID")
+    if not parent or not hasattr(os, "getppid"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        return
+    if os.getppid() != int(parent):  # it died before the prctl
+        os._exit(1)
+
+
 def main() -> None:
     logging.basicConfig(level=os.environ.get("ZENNAS_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _die_with_parent()
+    os.environ.pop("ZENNAS_SECRET_KEY", None)  # never inherited by Ray's workers (the dispatcher signs nothing)
     settings = Settings()
     migrate(settings.sqlalchemy_url)
     d = Dispatcher(settings)

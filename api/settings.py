@@ -34,8 +34,13 @@ class Settings(BaseSettings):
     max_resolution: int = 2048
     # evaluation
     ray_address: str | None = None  # an existing Ray cluster; default: embedded Ray when needed
+    ray_loopback: bool = True  # the embedded Ray listens on 127.0.0.1 only (False: on the machine's address)
     search_workers: int | None = None  # Ray evaluation actors per search (default: Ray's CPUs)
     replica_name: str | None = None  # owner id prefix in leases (default: host:pid)
+    # supervision (`zennas serve`)
+    run_dir: Path | None = None  # the dispatcher's records (pid, process group, heartbeat); default: artifacts_dir/../run
+    dispatcher_stale_seconds: float = Field(default=15.0, gt=0)  # /readyz is 503 after this long without a beat
+    restart_backoff_max: float = Field(default=30.0, gt=0)  # seconds between dispatcher restarts, at most
 
     @model_validator(mode="after")
     def _safe(self) -> Settings:
@@ -59,6 +64,10 @@ class Settings(BaseSettings):
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         return url
+
+    @property
+    def runtime_dir(self) -> Path:
+        return self.run_dir if self.run_dir is not None else self.artifacts_dir.parent / "run"
 
     @property
     def is_postgres(self) -> bool:

@@ -8,11 +8,12 @@ from zennas_workers.actors import Evaluator, EvaluatorActor
 from zennas_workers.backend import (
     WORKER_LOST,
     RayBackend,
+    RayConnectError,
     VersionMismatchError,
     WorkerPoolError,
     ray_backend,
     ray_init,
 )
 
-__all__ = ["WORKER_LOST", "Evaluator", "EvaluatorActor", "RayBackend", "VersionMismatchError", "WorkerPoolError",
+__all__ = ["WORKER_LOST", "Evaluator", "EvaluatorActor", "RayBackend", "RayConnectError", "VersionMismatchError", "WorkerPoolError",
            "ray_backend", "ray_init"]

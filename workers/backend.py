@@ -34,7 +34,9 @@ import logging
 import math
 import os
 import shutil
+import socket
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -46,7 +48,7 @@ from typing import Any
 import ray
 import ray.exceptions as rex
 
-from zennas.errors import SpecError
+from zennas.errors import RunFailure, SpecError
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +69,11 @@ WORKER_LOST: tuple[type[BaseException], ...] = tuple(
 RESOURCE_UNIT = 0.01  # of a latency resource label per actor: many actors may share a labelled node
 
 
-class WorkerPoolError(RuntimeError):
+class WorkerPoolError(RunFailure):
     """The evaluator actors cannot be started (nothing schedulable, or every start fails)."""
+
+    def __init__(self, message: str, *, field: str | None = "workers") -> None:
+        super().__init__(message, field=field)
 
 
 class VersionMismatchError(WorkerPoolError):
@@ -76,12 +81,12 @@ class VersionMismatchError(WorkerPoolError):
     ``driver_version``, ``worker_version``)."""
 
     def __init__(self, node: str, field: str, driver: str, worker: str, where: str = "") -> None:
-        self.node, self.field, self.driver_version, self.worker_version = node, field, driver, worker
         fix = f"install the same {field} on every node of the cluster"
         if field == "zennas":
             fix += " (or ship the driver's with ZENNAS_RAY_SHIP_CODE=1)"
         super().__init__(f"version mismatch: Ray node {node}{f' ({where})' if where else ''} runs {field} "
-                         f"{worker}, the driver runs {field} {driver}; {fix}")
+                         f"{worker}, the driver runs {field} {driver}; {fix}", field=field)
+        self.node, self.driver_version, self.worker_version = node, driver, worker
 
 
 #: Versions that must match between the driver and every worker node (python: major.minor).
@@ -125,28 +130,131 @@ def _stage_code(dest: Path) -> list[str]:
     return [str(zdir), str(dest / "zennas_workers")]
 
 
-def ray_init(address: str | None = None, *, num_cpus: int | None = None) -> None:
+class RayConnectError(RunFailure):
+    """The Ray cluster named by ``ray_address`` cannot be reached (or refused the connection)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="ray_address")
+
+
+#: ``ZENNAS_RAY_LOOPBACK=0`` lets an embedded Ray listen on the machine's address (Ray's own default,
+#: for nodes that should join it); by default it listens on 127.0.0.1 only.
+LOOPBACK_ENV = "ZENNAS_RAY_LOOPBACK"
+_RAY_NO_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_patch_lock = threading.Lock()
+_stderr_routed = False
+
+
+def _loopback(on: bool) -> None:
+    """Make the next embedded Ray bind every port (GCS, raylet, workers, agents) to 127.0.0.1, or not.
+
+    Ray binds its servers to loopback exactly when its node IP is 127.0.0.1, and it picks that IP for
+    a new local instance when it believes clusters are off (its Windows/macOS default, switched by
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``, read by ``ray._private.ray_constants`` at import). The
+    variable is set for the node processes this driver starts, and the already-imported constant is
+    set to match; ``ray.init(_node_ip_address="127.0.0.1")`` does not do it (Ray swaps a loopback
+    address for the machine's address)."""
+    from ray._private import ray_constants
+
+    with _patch_lock:
+        if on:
+            os.environ[_RAY_NO_CLUSTER_ENV] = "0"
+            ray_constants.ENABLE_RAY_CLUSTER = False
+        elif os.environ.get(_RAY_NO_CLUSTER_ENV) == "0":
+            del os.environ[_RAY_NO_CLUSTER_ENV]
+            ray_constants.ENABLE_RAY_CLUSTER = True
+
+
+def _route_driver_output_to_stderr() -> None:
+    """Ray's driver prints cluster events (``(raylet) The node with node id ... has been marked dead``)
+    and forwarded worker output on *stdout*, from a background thread, whatever ``log_to_driver``
+    says; a CLI's stdout carries its result (``--json``), so every such line goes to stderr instead.
+    Ray looks the printer up by name at each event, so replacing it before ``ray.init`` is enough."""
+    global _stderr_routed
+    import ray._private.worker as ray_worker
+
+    with _patch_lock:
+        if _stderr_routed:
+            return
+        original = getattr(ray_worker, "print_to_stdstream", None)
+        if original is None:  # another Ray: nothing to patch (the --json test would tell)
+            log.warning("cannot route Ray's driver output to stderr: ray._private.worker.print_to_stdstream is gone")
+            return
+
+        def to_stderr(data: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            return original({**data, "is_err": True}, *args, **kwargs)
+
+        ray_worker.print_to_stdstream = to_stderr
+        _stderr_routed = True
+
+
+def _split_address(address: str) -> tuple[str, int] | None:
+    """(host, port) of a ``host:port`` or ``ray://host:port`` address; None for ``auto`` and the like."""
+    rest = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """:class:`RayConnectError` (field ``ray_address``) unless something accepts a TCP connection at
+    ``address``: Ray's own connect retries for minutes before it gives up on a dead address."""
+    hp = _split_address(address)
+    if hp is None:
+        if address == "auto":  # Ray reads the address of the cluster started on this machine
+            return
+        raise SpecError(f"ray_address: {address!r} is not HOST:PORT, ray://HOST:PORT or auto", field="ray_address")
+    try:
+        with socket.create_connection(hp, timeout=timeout):
+            pass
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+        raise RayConnectError(f"ray_address: no Ray cluster answers at {address} ({why}); start one with "
+                              "`ray start --head`, or leave ray_address unset for an embedded Ray") from e
+
+
+def ray_init(address: str | None = None, *, num_cpus: int | None = None, loopback: bool | None = None,
+             connect_timeout: float = 10.0) -> None:
     """Connect to Ray once per process: a no-op when Ray is already initialized.
 
     The address comes from ``address``, else ``$ZENNAS_RAY_ADDRESS``, else ``$RAY_ADDRESS``; without
-    one (or with ``"local"``) an embedded single-node Ray starts with ``num_cpus`` CPUs (default: all).
-    With ``ZENNAS_RAY_SHIP_CODE=1`` the driver's ``zennas`` and ``zennas_workers`` sources are shipped
-    to the cluster as ``py_modules``; otherwise the cluster's nodes must have the package installed.
+    one (or with ``"local"``) a **new** embedded single-node Ray starts with ``num_cpus`` CPUs
+    (default: all), never attaching to a cluster another program started (or left behind in
+    ``/tmp/ray``); it listens on 127.0.0.1 only unless ``loopback`` is False (default: ``$ZENNAS_RAY_LOOPBACK``
+    != ``0``). An address that does not answer within ``connect_timeout`` seconds is a
+    :class:`RayConnectError`. With ``ZENNAS_RAY_SHIP_CODE=1`` the driver's ``zennas`` and
+    ``zennas_workers`` sources are shipped to the cluster as ``py_modules``; otherwise the cluster's
+    nodes must have the package installed. Ray's driver output goes to stderr (see
+    :func:`_route_driver_output_to_stderr`).
+
+    Call it from a thread that lives as long as Ray should: Ray starts its node processes with
+    ``PR_SET_PDEATHSIG``, which Linux fires when the *thread* that forked them exits.
     """
     if ray.is_initialized():
         return
+    _route_driver_output_to_stderr()
     address = address or os.environ.get("ZENNAS_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS") or None
     if address is None or address == "local":
+        if loopback is None:
+            loopback = os.environ.get(LOOPBACK_ENV, "1") != "0"
+        _loopback(loopback)
         # "local" always starts a new instance: never attach to a cluster another program left running
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
                  log_to_driver=False, ignore_reinit_error=True)
         return
-    if os.environ.get("ZENNAS_RAY_SHIP_CODE") == "1":
-        with tempfile.TemporaryDirectory(prefix="zennas-ship-") as tmp:  # uploaded during ray.init
-            ray.init(address=address, runtime_env={"py_modules": _stage_code(Path(tmp))},
-                     log_to_driver=False, ignore_reinit_error=True)
-    else:
-        ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
+    _loopback(False)
+    check_reachable(address, connect_timeout)
+    try:
+        if os.environ.get("ZENNAS_RAY_SHIP_CODE") == "1":
+            with tempfile.TemporaryDirectory(prefix="zennas-ship-") as tmp:  # uploaded during ray.init
+                ray.init(address=address, runtime_env={"py_modules": _stage_code(Path(tmp))},
+                         log_to_driver=False, ignore_reinit_error=True)
+        else:
+            ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
+    except Exception as e:  # whatever ray.init raises for a cluster it cannot join
+        raise RayConnectError(f"ray_address: cannot connect to the Ray cluster at {address}: "
+                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
 
 
 # -- the pool -----------------------------------------------------------------------------------

@@ -1,13 +1,16 @@
 """The ``zennas`` command line: the composition root.
 
 It is the only place that wires the library to the service (``zennas_api``) and the Ray workers
-(``zennas_workers``), importing them lazily inside the commands that need them. Bad input exits with
-code 2 and one line naming the field.
+(``zennas_workers``), importing them lazily inside the commands that need them. Every error a user
+can cause is one line on stderr naming the field, no traceback: exit code 2 for bad input, 1 for a
+runtime failure (a :class:`~zennas.errors.RunFailure`: an unreachable cluster, workers that do not
+start). Anything else is a bug: one line too, with ``ZENNAS_TRACEBACK=1`` to see the traceback.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -162,13 +165,28 @@ def _register_optional_commands() -> None:
     _REGISTERED = True
 
 
+def error_line(e: ZenNASError) -> str:
+    """``error: <field>: <message>`` (the field once), on one line."""
+    msg = " ".join(e.message.split())
+    return f"error: {e.field}: {msg}" if e.field and e.field not in msg else f"error: {msg}"
+
+
 def main(argv: list[str] | None = None) -> None:
     _register_optional_commands()
     try:
         app(args=argv, standalone_mode=True)
     except ZenNASError as e:
-        print(f"error: {e.message}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
+        sys.exit(e.exit_code)
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as e:
+        print(f"error: {e.filename or 'file'}: {e.strerror or e}", file=sys.stderr)  # a path the user gave
         sys.exit(2)
+    except Exception as e:  # a bug: still one line, unless asked for the traceback
+        if os.environ.get("ZENNAS_TRACEBACK") == "1":
+            raise
+        first = str(e).splitlines()[0] if str(e) else ""
+        print(f"error: internal error {type(e).__name__}: {first} (ZENNAS_TRACEBACK=1 shows where)", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

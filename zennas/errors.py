@@ -2,7 +2,9 @@
 
 Every error names what is wrong (a field path such as ``blocks[2].stride``, a file, a key) and,
 where it helps, what to do instead. The service maps these to HTTP problem responses and the CLI to
-exit code 2; the library itself never knows about either.
+one line on stderr and the class's ``exit_code``: 2 for bad input (the default), 1 for a runtime
+failure (:class:`RunFailure`: a cluster that cannot be reached, workers that cannot start); the
+library itself never knows about either.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 class ZenNASError(Exception):
     """Root of every error zennas raises on purpose."""
+
+    exit_code = 2  # the CLI's exit status: bad input
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -35,3 +39,17 @@ class SpecError(ZenNASError, ValueError):
 
 class ScoreError(ZenNASError, ValueError):
     """A score cannot be computed for this structure with these settings."""
+
+
+class NotFoundError(ZenNASError, KeyError):
+    """Something named by the user (a stored search, a file's entry) does not exist."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.message
+
+
+class RunFailure(ZenNASError, RuntimeError):
+    """The input was fine but running it failed (an unreachable Ray cluster, workers that cannot
+    start, a stored search that is not there): the CLI exits 1."""
+
+    exit_code = 1

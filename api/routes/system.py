@@ -90,11 +90,17 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["health"])
 def readyz(request: Request) -> Response:
+    """200 when the database answers and (under ``zennas serve``) a healthy dispatcher holds the queue."""
     try:
         with request.app.state.engine.connect() as c:
             c.execute(sa.text("SELECT 1"))
     except Exception as e:
         raise Problem(503, "Not ready", f"database unreachable: {type(e).__name__}") from e
+    sup = getattr(request.app.state, "supervisor", None)
+    if sup is not None:
+        ok, why = sup.healthy()
+        if not ok:
+            raise Problem(503, "Not ready", why, headers={"Retry-After": "1"})
     return Response('{"status":"ready"}', media_type="application/json")
 
 

@@ -109,17 +109,44 @@ class Server:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def run_dir(self) -> Path:
+        """Where ``zennas serve`` records its dispatcher (pid = session id, run token, heartbeat)."""
+        if self.env.get("ZENNAS_RUN_DIR"):
+            return Path(self.env["ZENNAS_RUN_DIR"])
+        return Path(self.env.get("ZENNAS_ARTIFACTS_DIR", "zennas-service/artifacts")).parent / "run"
+
+    def dispatcher_pid(self) -> int | None:
+        """The running dispatcher's pid (from the supervisor's record), if any."""
+        import json
+
+        assert self.proc is not None
+        try:
+            return int(json.loads((self.run_dir / f"dispatcher-{self.proc.pid}.json").read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            return None
+
     def pause(self) -> None:
-        """SIGSTOP the whole replica: a stall (swap, a paused VM), its leases expire meanwhile."""
+        """SIGSTOP the whole replica: a stall (swap, a paused VM), its leases expire meanwhile. (The
+        dispatcher runs in its own session: stopped by pid.)"""
         assert self.pgid is not None
+        pid = self.dispatcher_pid()
         os.killpg(self.pgid, signal.SIGSTOP)
+        if pid is not None:
+            os.kill(pid, signal.SIGSTOP)
 
     def resume(self) -> None:
         assert self.pgid is not None
+        pid = self.dispatcher_pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGCONT)
         os.killpg(self.pgid, signal.SIGCONT)
 
     def kill(self) -> None:
-        """SIGKILL the whole replica (uvicorn and its dispatcher) at once."""
+        """SIGKILL the whole replica (uvicorn, and so its dispatcher: it dies with its parent), then reap
+        what the dispatcher left (its Ray), as the next ``zennas serve`` would."""
+        from zennas_api.supervisor import reap_previous_runs
+
         if self.pgid is not None:
             try:
                 os.killpg(self.pgid, signal.SIGKILL)
@@ -127,6 +154,8 @@ class Server:
                 pass
         if self.proc is not None:
             self.proc.wait(timeout=30)
+            if self.run_dir.exists():
+                reap_previous_runs(self.run_dir)
 
     def terminate(self, timeout: float = 60.0) -> int:
         """SIGTERM to the server process only (it drains its dispatcher); returns the exit code."""

@@ -6,6 +6,7 @@ one thread, as the actors do; records then match bit for bit.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -32,7 +33,8 @@ VARYING = ("worker", "seconds", "attempts")
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_cluster() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, resources={LABEL: 1})
+    # address="local": a new instance even where `ray start --head` left /tmp/ray/ray_current_cluster
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, resources={LABEL: 1})
     yield
     ray.shutdown()
 
@@ -112,6 +114,19 @@ def test_search_through_driver_matches_local() -> None:
     assert got.best_score == ref.best_score
     assert (got.evaluated, got.rejected, got.failed) == (ref.evaluated, ref.rejected, ref.failed)
     assert got.best_curve == ref.best_curve
+
+
+def test_summary_reports_measured_timings() -> None:
+    """A Ray-backed search of one generation (the final checkpoint is also the first) reports what it
+    measured: evaluation took time on the actors, and the phases add up to no more than the run."""
+    spec = SearchSpec(score="entropy", score_settings={"resolution": 32}, budgets=Budgets(flops=188e8, layers=91),
+                      population=8, iterations=8, generation=8, seed=0)
+    with RayBackend(num_workers=1) as b:
+        got = run_search(spec, backend=b)
+    t = got.summary()["timings"]
+    assert set(t) == {"ask", "evaluate", "tell", "checkpoint"}
+    assert t["evaluate"] > 0.01 and t["ask"] > 0 and t["tell"] > 0
+    assert t["ask"] + t["evaluate"] + t["tell"] <= got.seconds
 
 
 def test_latency_and_budget() -> None:
@@ -223,22 +238,32 @@ def test_ray_init_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
             kw["staged"] = [Path(p).name for p in kw["runtime_env"]["py_modules"] if (Path(p) / "__init__.py").exists()]
         calls.append(kw)
 
+    from ray._private import ray_constants
+
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", fake_init)
-    for var in ("RAY_ADDRESS", "ZENNAS_RAY_ADDRESS", "ZENNAS_RAY_SHIP_CODE"):
+    monkeypatch.setattr(backend_mod, "check_reachable", lambda address, timeout=10.0: None)  # no such hosts
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", ray_constants.ENABLE_RAY_CLUSTER)  # restored after
+    for var in ("RAY_ADDRESS", "ZENNAS_RAY_ADDRESS", "ZENNAS_RAY_SHIP_CODE", "ZENNAS_RAY_LOOPBACK",
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
         monkeypatch.delenv(var, raising=False)
-    ray_init(num_cpus=3)
-    assert calls[-1] == {"address": None, "num_cpus": 3, "include_dashboard": False, "log_to_driver": False,
+    ray_init(num_cpus=3)  # embedded: a new local instance, on loopback
+    assert calls[-1] == {"address": "local", "num_cpus": 3, "include_dashboard": False, "log_to_driver": False,
                          "ignore_reinit_error": True}
+    assert ray_constants.ENABLE_RAY_CLUSTER is False and os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
     monkeypatch.setenv("ZENNAS_RAY_ADDRESS", "ray://head:10001")
     ray_init()
     assert calls[-1]["address"] == "ray://head:10001" and "runtime_env" not in calls[-1]
+    assert ray_constants.ENABLE_RAY_CLUSTER is True  # a cluster: Ray's own addressing
     ray_init("10.0.0.2:6379")
     assert calls[-1]["address"] == "10.0.0.2:6379"
     monkeypatch.setenv("ZENNAS_RAY_SHIP_CODE", "1")
     ray_init()
     assert calls[-1]["staged"] == ["zennas", "zennas_workers"]
+    monkeypatch.setenv("ZENNAS_RAY_LOOPBACK", "0")  # the explicit setting: Ray's default addressing
+    ray_init("local")
+    assert calls[-1]["address"] == "local" and ray_constants.ENABLE_RAY_CLUSTER is True
 
 
 def test_version_mismatch_names_node_field_and_versions(monkeypatch: pytest.MonkeyPatch,

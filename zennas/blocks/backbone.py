@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from zennas.blocks.base import BlockModule
 from zennas.blocks.registry import get_block_builder
+from zennas.errors import SpecError
 from zennas.space.structure import Structure
 
 
@@ -57,9 +58,9 @@ class Backbone(nn.Module):
         idx = list(range(max(0, n - 3), n)) if out_stages is None else list(out_stages)
         for i in idx:
             if not 0 <= i < n:
-                raise ValueError(f"out_stages has {i}, but the structure has {n} stages (0..{n - 1})")
+                raise SpecError(f"out_stages has {i}, but the structure has {n} stages (0..{n - 1})", field="out_stages")
         if idx != sorted(set(idx)):
-            raise ValueError(f"out_stages must be strictly increasing, got {idx}")
+            raise SpecError(f"out_stages must be strictly increasing, got {idx}", field="out_stages")
         self.out_stages = tuple(idx)
         self._out_blocks = {self.stages[i].end_block: k for k, i in enumerate(idx)}
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from zennas.errors import SpecError
+
 
 def make_act(name: str) -> nn.Module:
     if name == "relu":
@@ -12,7 +14,7 @@ def make_act(name: str) -> nn.Module:
         return nn.SiLU(inplace=True)
     if name == "none":
         return nn.Identity()
-    raise ValueError(f"unknown activation {name!r} (relu, silu, none)")
+    raise SpecError(f"unknown activation {name!r} (relu, silu, none)", field="act")
 
 
 class ConvNormAct(nn.Module):

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from zennas.blocks.base import BlockModule, ConvNormAct, Unit
 from zennas.blocks.conv import ConvUnit
 from zennas.blocks.registry import register_block
+from zennas.errors import ScoreError
 from zennas.space.structure import Block
 
 
@@ -41,7 +42,7 @@ class S2DBlock(BlockModule):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] % 2 or x.shape[-2] % 2:
-            raise ValueError(f"S2D needs even height and width, got {tuple(x.shape[-2:])}")
+            raise ScoreError(f"S2D needs even height and width, got {tuple(x.shape[-2:])}", field="resolution")
         return super().forward(x)
 
 

@@ -284,6 +284,10 @@ class Search:
             t2 = time.perf_counter()
             self._tell(run, proposer, records)
             t3 = time.perf_counter()
+            tm = run.timings  # before the checkpoint, which stores them
+            tm["ask"] += t1 - t0
+            tm["evaluate"] += t2 - t1
+            tm["tell"] += t3 - t2
             elapsed = run.elapsed_before + (t3 - t_start)
             finished = run.n_trials >= spec.iterations
             stop_next = self.should_stop()
@@ -297,18 +301,15 @@ class Search:
                 if self.progress is not None and report:
                     self.progress(self._event(cp, run, elapsed))
                     last_report = t3
-            t4 = time.perf_counter()
-            tm = run.timings
-            tm["ask"] += t1 - t0
-            tm["evaluate"] += t2 - t1
-            tm["tell"] += t3 - t2
-            tm["checkpoint"] += t4 - t3
+            tm["checkpoint"] += time.perf_counter() - t3  # stored with the next checkpoint
             if stop_next and not finished:
                 self.stopped = True
                 break
         if cp is None or cp.n_trials != run.n_trials:
             cp = self._checkpoint(run, run.elapsed_before + (time.perf_counter() - t_start),
                                   run.n_trials >= spec.iterations)
+        else:  # the result reports every phase, the last checkpoint's time included
+            cp.state["timings"] = dict(run.timings)
         return cp
 
     # -- the steps of one generation ------------------------------------------------------------

@@ -17,6 +17,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from zennas.errors import NotFoundError
 from zennas.search.sampler import StructureCodec
 from zennas.search.spec import SearchSpec
 from zennas.search.store import SearchStore
@@ -26,7 +27,7 @@ from zennas.space.structure import Block, Structure
 def export_optuna(store: SearchStore, search_id: str, path: str | Path, *, study_name: str | None = None) -> str:
     cp = store.load(search_id)
     if cp is None:
-        raise KeyError(f"no search {search_id!r} in this store")
+        raise NotFoundError(f"no search {search_id!r} in this store", field="search_id")
     spec = SearchSpec.from_dict(cp.spec)
     space = spec.resolve_space()
     codec = StructureCodec(space, budget_layers=spec.effective_budgets(space).layers)

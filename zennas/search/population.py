@@ -6,6 +6,7 @@ import heapq
 import random
 from collections.abc import Iterable
 
+from zennas.errors import SpecError
 from zennas.space.structure import Structure
 
 
@@ -16,7 +17,7 @@ class Population:
 
     def __init__(self, size: int) -> None:
         if size < 2:
-            raise ValueError(f"population_size must be >= 2, got {size}")
+            raise SpecError(f"population_size must be >= 2, got {size}", field="population")
         self.size = size
         self._members: list[tuple[Structure, float]] = []  # position -> member, for O(1) picks
         self._owner: list[int] = []  # position -> entry id
@@ -76,7 +77,7 @@ class Population:
     def resize(self, size: int) -> None:
         """Change the capacity (the warm-up's growth to the full population). Shrinking evicts the worst."""
         if size < 2:
-            raise ValueError(f"population_size must be >= 2, got {size}")
+            raise SpecError(f"population_size must be >= 2, got {size}", field="population")
         while len(self._members) > size:
             self._remove_worst()
         self.size = size
