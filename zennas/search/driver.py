@@ -4,7 +4,6 @@ as Ray actors), tell the results in trial-number order, checkpoint, report progr
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import statistics
@@ -23,11 +22,12 @@ from zennas.score import make_scorer
 from zennas.search.evaluate import CostRecord, DriverEvaluator
 from zennas.search.population import Population
 from zennas.search.provenance import provenance
+from zennas.search.rows import decode, encode
 from zennas.search.sampler import EvolutionSampler, StructureCodec, constraints_from_attrs, trial_rng
 from zennas.search.spec import ANALYTIC_SCORES, SearchSpec, check_feasible
 from zennas.search.store import Checkpoint, SearchStore
 from zennas.space.mutation import Mutator
-from zennas.space.structure import Block, Structure
+from zennas.space.structure import Structure
 
 log = logging.getLogger(__name__)
 PROGRESS_SCHEMA = "zennas.progress/1"
@@ -62,15 +62,6 @@ class EvaluationBackend(Protocol):
     def evaluate(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
 
     def close(self) -> None: ...
-
-
-def encode(s: Structure) -> list[list[Any]]:
-    """Compact structure rows for history and checkpoints: [type, in, out, stride, kernel, layers, btn]."""
-    return [[b.type, b.in_channels, b.out_channels, b.stride, b.kernel, b.layers, b.bottleneck] for b in s.blocks]
-
-
-def decode(rows: list[list[Any]]) -> Structure:
-    return Structure(tuple(Block(*r) for r in rows))
 
 
 @dataclass
@@ -300,7 +291,7 @@ class Search:
                     _tell(study, t, None, TrialState.PRUNED if rec["state"] == "rejected" else TrialState.FAIL)
                 rows.append({"number": rec["number"], "state": rec["state"], "reason": rec["reason"],
                              "score": rec["score"], "flops": c.flops, "params": c.params, "layers": c.layers,
-                             "latency_ms": rec["latency_ms"], "structure": json.dumps(encode(s)),
+                             "latency_ms": rec["latency_ms"], "structure": s,  # the store encodes it
                              "worker": rec["worker"], "attempts": rec["attempts"], "seconds": rec["seconds"]})
             if spec.sampler == "nsga2":
                 pareto_points = _non_dominated(pareto_points, spec.objectives)
@@ -379,7 +370,7 @@ class Search:
         assert self.store is not None
         trials = []
         for row in self.store.trials(self.search_id):
-            s = decode(json.loads(row["structure"]))
+            s = decode(row["structure"])
             c = CostRecord(row["flops"], row["params"], row["layers"])
             values = None
             if row["state"] == "complete":
@@ -434,7 +425,7 @@ class Search:
             if self.store is not None:
                 row = self.store.trials(self.search_id, offset=chosen["number"], limit=1)
                 if row:
-                    best_s = decode(json.loads(row[0]["structure"]))
+                    best_s = decode(row[0]["structure"])
         c = costs(best_s, self.spec.height, self.spec.width)
         return SearchResult(
             search_id=self.search_id, spec=self.spec.to_dict(), best_structure=best_s, best_score=best_score,

@@ -15,10 +15,10 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from zennas.search.rows import decode
 from zennas.search.sampler import StructureCodec
 from zennas.search.spec import SearchSpec
 from zennas.search.store import SearchStore
-from zennas.space.structure import Block, Structure
 
 
 def export_optuna(store: SearchStore, search_id: str, path: str | Path, *, study_name: str | None = None) -> str:
@@ -34,7 +34,7 @@ def export_optuna(store: SearchStore, search_id: str, path: str | Path, *, study
     study.set_user_attr("spec", json.dumps(cp.spec))
     trials = []
     for row in store.trials(search_id):
-        s = Structure(tuple(Block(*r) for r in json.loads(row["structure"])))
+        s = decode(row["structure"])
         params = codec.encode(s)
         dists = {k: v for k, v in codec.distributions.items() if k in params}
         ok = row["state"] == "complete"
