@@ -117,8 +117,9 @@ def metrics(request: Request, queue: QueueDep, settings: SettingsDep) -> Respons
         allowed = token is not None and scheme.lower() == "bearer" and hmac.compare_digest(
             value.strip().encode(), token.encode())
         if sent and not allowed:
-            raise Problem(401, "Unauthorized", "wrong metrics token (ZENNAS_METRICS_TOKEN)", field="authorization",
-                          headers={"WWW-Authenticate": "Bearer"})
+            detail = ("wrong metrics token (ZENNAS_METRICS_TOKEN)" if token is not None else
+                      "this service has no metrics token (set ZENNAS_METRICS_TOKEN); the job figures are not served")
+            raise Problem(401, "Unauthorized", detail, field="authorization", headers={"WWW-Authenticate": "Bearer"})
         if not allowed:
             return Response(generate_latest(m["public"]), media_type=CONTENT_TYPE_LATEST)
     counts = queue.counts()

@@ -113,13 +113,13 @@ def test_storage_quota_and_artifact_expiry(kind: str, databases: Any, spawn: Any
     server = spawn(env)
     with server.client(key_for(env, "q")) as c:
         # a search that alone could never fit: 422 naming iterations, before anything is stored
-        body = assert_problem(c.post("/v1/searches", json={**SMALL, "iterations": 100_000}), 422, "iterations")
-        assert "ZENNAS" not in body["detail"] or True
+        assert_problem(c.post("/v1/searches", json={**SMALL, "iterations": 100_000}), 422, "iterations")
         assert c.get("/v1/searches").json()["items"] == []
-        # searches that fit run and are charged; once the tenant holds the quota, 429 naming storage
+        # searches that fit run and are charged (~0.7 MB each, estimated ~0.8 MB); once what the tenant
+        # holds leaves no room for another, 429 naming storage
         jids = []
         for _ in range(30):
-            r = c.post("/v1/searches", json={**SMALL, "iterations": 4800, "checkpoint_every": 512})
+            r = c.post("/v1/searches", json={**SMALL, "iterations": 1600, "checkpoint_every": 512})
             if r.status_code == 429:
                 body = assert_problem(r, 429, "storage")
                 assert "ZENNAS_MAX_STORAGE_PER_TENANT" in body["detail"]
@@ -132,7 +132,7 @@ def test_storage_quota_and_artifact_expiry(kind: str, databases: Any, spawn: Any
         assert len(jids) >= 2
         # deleting a finished search frees its bytes: the next one is accepted again
         assert c.delete(f"/v1/searches/{jids[0]}").status_code == 204
-        r = c.post("/v1/searches", json={**SMALL, "iterations": 4800, "checkpoint_every": 512})
+        r = c.post("/v1/searches", json={**SMALL, "iterations": 1600, "checkpoint_every": 512})
         assert r.status_code == 202, r.text
         jid = r.json()["id"]
         assert wait_state(c, jid, timeout=120)["state"] == "succeeded"

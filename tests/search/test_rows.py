@@ -25,7 +25,7 @@ def lineage(space_doc: dict[str, object], n: int, seed: int = 0) -> list[Structu
     rng = random.Random(seed)
     out = [space.start]
     for _ in range(n):
-        out.append(m.mutate(out[rng.randrange(max(1, len(out) - 64), len(out))], rng))
+        out.append(m.mutate(out[rng.randrange(max(0, len(out) - 64), len(out))], rng))
     return out[1:]
 
 

@@ -90,7 +90,11 @@ def test_large_structure_search_stores_bounded_rows(db_url: str) -> None:
         store.engine.dispose()
 
 
-def test_resumed_large_search_writes_the_same_rows(db_url: str) -> None:
+def test_resumed_large_search_writes_the_same_rows(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # small deltas and a short window of bases, so this search makes many bases and the resumed run
+    # must reload exactly the window the uninterrupted one had
+    monkeypatch.setattr(rowcodec, "MAX_DIFF", 2)
+    monkeypatch.setattr(rowcodec, "RECENT_BASES", 3)
     store = SearchStore(engine_for(db_url))
     try:
         Search(spec(160), store=store, search_id="full").run()
@@ -110,5 +114,11 @@ def test_resumed_large_search_writes_the_same_rows(db_url: str) -> None:
             fresh.engine.dispose()
         assert resumed.n_trials == 160
         assert raw_rows(store, "part") == raw_rows(store, "full")
+        with store.engine.connect() as c:
+            n_bases = c.execute(sa.select(sa.func.count()).where(search_structures.c.search_id == "full")).scalar_one()
+        assert n_bases > 3 * rowcodec.RECENT_BASES, n_bases
+        for r in store.trials("part"):
+            c = costs(rowcodec.decode(r["structure"]), 64, 64)
+            assert (c.flops, c.params, c.layers) == (r["flops"], r["params"], r["layers"]), r["number"]
     finally:
         store.engine.dispose()

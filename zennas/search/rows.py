@@ -90,7 +90,8 @@ class TrialEncoder:
     writes them in the transaction that writes the trial rows referring to them."""
 
     def __init__(self, bases: Iterable[tuple[int, Sequence[Block]]] = (), next_id: int = 0) -> None:
-        self.recent: list[tuple[int, tuple[Block, ...]]] = [(i, tuple(b)) for i, b in bases][-RECENT_BASES:]
+        self.recent: list[tuple[int, tuple[Block, ...]]] = [(i, tuple(b)) for i, b in bases]
+        del self.recent[:-RECENT_BASES]
         self.next_id = next_id
         self.new_bases: list[dict[str, Any]] = []
 

@@ -10,6 +10,7 @@ returns them decoded, as block rows.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -20,7 +21,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from zennas.search.rows import RECENT_BASES, ROW_OVERHEAD_BYTES, TrialEncoder, decode, decode_trial, referenced_bases, unpack_base
+from zennas.search import rows as rowcodec
+from zennas.search.rows import ROW_OVERHEAD_BYTES, TrialEncoder, decode, decode_trial, referenced_bases, unpack_base
 from zennas.space.structure import Structure
 
 metadata = sa.MetaData()
@@ -107,7 +109,8 @@ class SearchStore:
 
     def __init__(self, engine: Engine, *, create: bool = True) -> None:
         self.engine = engine
-        self._encoders: OrderedDict[str, TrialEncoder] = OrderedDict()
+        self._encoders: OrderedDict[str, TrialEncoder] = OrderedDict()  # one search's encoder: its thread only
+        self._lock = threading.Lock()  # guards the dict (a dispatcher runs searches in threads)
         if create:
             metadata.create_all(engine)
 
@@ -133,8 +136,8 @@ class SearchStore:
                      structure=enc.encode(t["number"], t["structure"]) if enc is not None and isinstance(
                          t["structure"], Structure) else t["structure"]) for t in trials]
         bases = [dict(b, search_id=cp.search_id) for b in enc.new_bases] if enc is not None else []
-        nbytes = len(values["state"]) + sum(len(b["blocks"]) for b in bases) + sum(
-            len(r["structure"]) + ROW_OVERHEAD_BYTES for r in rows)
+        # what this write adds for good (the checkpoint replaces the previous one: not counted)
+        nbytes = sum(len(b["blocks"]) for b in bases) + sum(len(r["structure"]) + ROW_OVERHEAD_BYTES for r in rows)
         try:
             with self.engine.begin() as c:
                 self._guard(c, cp, nbytes)
@@ -147,35 +150,42 @@ class SearchStore:
                 if updated.rowcount == 0:
                     c.execute(search_checkpoints.insert().values(search_id=cp.search_id, **values))
         except BaseException:
-            self._encoders.pop(cp.search_id, None)  # its new bases were not stored: reload them next time
+            self._forget(cp.search_id)  # its new bases were not stored: reload them next time
             raise
         if enc is not None:
             enc.committed()
         if cp.finished:
-            self._encoders.pop(cp.search_id, None)
+            self._forget(cp.search_id)
 
     def _guard(self, connection: Any, cp: Checkpoint, nbytes: int = 0) -> None:
         """Runs first inside the write's transaction; a subclass raises to refuse the write.
-        ``nbytes``: roughly what the write adds to the database (trial rows, bases, the checkpoint)."""
+        ``nbytes``: roughly what the write adds to the database for good (trial rows and bases)."""
 
     def _encoder(self, search_id: str) -> TrialEncoder:
-        enc = self._encoders.get(search_id)
-        if enc is None:
-            with self.engine.connect() as c:
-                recent = c.execute(sa.select(search_structures.c.base, search_structures.c.blocks)
-                                   .where(search_structures.c.search_id == search_id)
-                                   .order_by(search_structures.c.base.desc()).limit(RECENT_BASES)).all()
-            enc = TrialEncoder([(r[0], decode(unpack_base(r[1])).blocks) for r in reversed(recent)],
-                               next_id=recent[0][0] + 1 if recent else 0)
+        with self._lock:
+            enc = self._encoders.get(search_id)
+            if enc is not None:
+                self._encoders.move_to_end(search_id)
+                return enc
+        with self.engine.connect() as c:
+            recent = c.execute(sa.select(search_structures.c.base, search_structures.c.blocks)
+                               .where(search_structures.c.search_id == search_id)
+                               .order_by(search_structures.c.base.desc()).limit(rowcodec.RECENT_BASES)).all()
+        enc = TrialEncoder([(r[0], decode(unpack_base(r[1])).blocks) for r in reversed(recent)],
+                           next_id=recent[0][0] + 1 if recent else 0)
+        with self._lock:
             self._encoders[search_id] = enc
             while len(self._encoders) > self.MAX_ENCODERS:
                 self._encoders.popitem(last=False)
-        self._encoders.move_to_end(search_id)
         return enc
+
+    def _forget(self, search_id: str) -> None:
+        with self._lock:
+            self._encoders.pop(search_id, None)
 
     def discard_after(self, search_id: str, n_trials: int) -> None:
         """Drop trial rows past a checkpoint (left by a generation that died before committing)."""
-        self._encoders.pop(search_id, None)
+        self._forget(search_id)
         with self.engine.begin() as c:
             c.execute(search_trials.delete().where(search_trials.c.search_id == search_id,
                                                    search_trials.c.number >= n_trials))
@@ -207,7 +217,7 @@ class SearchStore:
         return rows
 
     def delete(self, search_id: str) -> None:
-        self._encoders.pop(search_id, None)
+        self._forget(search_id)
         with self.engine.begin() as c:
             c.execute(search_trials.delete().where(search_trials.c.search_id == search_id))
             c.execute(search_structures.delete().where(search_structures.c.search_id == search_id))
