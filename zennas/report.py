@@ -380,7 +380,9 @@ def render_report(summary: dict[str, Any], trials: list[dict[str, Any]] | None =
          "NSGA-II's non-dominated candidates (maximize score, minimize FLOPs); the ringed point is the one chosen "
          "(the highest score on the front)."),
         ("Chosen backbone", plot_backbone(structure, h, w) if _blocks(structure) else None,
-         "One bar per block, top (input) to bottom; the stage outputs C1..Cn on the right, with the feature maps "
+         ("One bar per block" if len(_blocks(structure)) <= MAX_DRAWN else
+          f"{len(_blocks(structure))} blocks, drawn one bar per stage")
+         + ", top (input) to bottom; the stage outputs C1..Cn on the right, with the feature maps "
          "the detection neck takes (C3–C5) in orange."),
     ]
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
