@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from service_helpers import DBS, SMALL, assert_problem, base_env, wait_state
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "search"))
-from large_space import large_space_doc  # noqa: E402
+from large_space import large_space_doc
 
 pytestmark = pytest.mark.slow
 METRICS_TOKEN = "metrics-" + "1" * 24

@@ -13,10 +13,10 @@ import pytest
 pytest.importorskip("matplotlib")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "search"))
-from large_space import large_space_doc  # noqa: E402
+from large_space import large_space_doc
 
-from zennas.report import MAX_DRAWN, MAX_TABLE_BLOCKS, _display_rows, _stages, render_report  # noqa: E402
-from zennas.space import get_space  # noqa: E402
+from zennas.report import MAX_DRAWN, MAX_TABLE_BLOCKS, _display_rows, _stages, render_report
+from zennas.space import get_space
 
 pytestmark = pytest.mark.timeout(120)
 
