@@ -25,6 +25,7 @@ run writes.
 
 from __future__ import annotations
 
+import base64
 import json
 import operator
 import zlib
@@ -138,8 +139,29 @@ def decode_trial(text: str, bases: Mapping[int, list[list[Any]]]) -> list[list[A
     return rows
 
 
+# -- checkpoint documents ---------------------------------------------------------------------------
+PACK_ABOVE = 64 * 1024  # characters: a larger JSON document (spec, checkpoint state) is stored compressed
+_PACKED = "zlib:"
+
+
+def pack_json(obj: Any) -> str:
+    """A JSON document as stored in a text column: plain when small, else ``zlib:`` + base64 of the
+    zlib-compressed JSON (a checkpoint of 32 members of a 10,000-block structure: ~12 MB -> ~0.1 MB,
+    since members share most of their blocks)."""
+    text = json.dumps(obj)
+    if len(text) <= PACK_ABOVE:
+        return text
+    return _PACKED + base64.b64encode(zlib.compress(text.encode(), 1)).decode("ascii")
+
+
+def unpack_json(text: str) -> Any:
+    if text.startswith(_PACKED):
+        return json.loads(zlib.decompress(base64.b64decode(text[len(_PACKED):])))
+    return json.loads(text)
+
+
 def estimate_bytes(n_blocks: int, iterations: int, population: int) -> int:
     """A search's storage, roughly: its trial rows plus a checkpoint of ``population`` members (whole
-    block rows). Bases are not counted: they appear only as the population drifts."""
+    block rows, before compression). Bases are not counted: they appear only as the population drifts."""
     row = ROW_OVERHEAD_BYTES + BLOCK_ROW_BYTES * (n_blocks if n_blocks < WHOLE_BELOW else MAX_DIFF // 2)
     return iterations * row + population * n_blocks * BLOCK_ROW_BYTES

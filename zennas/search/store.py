@@ -9,7 +9,6 @@ returns them decoded, as block rows.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import OrderedDict
@@ -22,7 +21,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from zennas.search import rows as rowcodec
-from zennas.search.rows import ROW_OVERHEAD_BYTES, TrialEncoder, decode, decode_trial, referenced_bases, unpack_base
+from zennas.search.rows import (
+    ROW_OVERHEAD_BYTES,
+    TrialEncoder,
+    decode,
+    decode_trial,
+    pack_json,
+    referenced_bases,
+    unpack_base,
+    unpack_json,
+)
 from zennas.space.structure import Structure
 
 metadata = sa.MetaData()
@@ -33,8 +41,8 @@ search_checkpoints = sa.Table(
     sa.Column("search_id", sa.String(64), primary_key=True),
     sa.Column("generation", sa.Integer, nullable=False),  # generations completed
     sa.Column("n_trials", sa.Integer, nullable=False),  # trials completed (the next trial's number)
-    sa.Column("spec", sa.Text, nullable=False),  # the search spec, JSON
-    sa.Column("state", sa.Text, nullable=False),  # population, counters, best: JSON
+    sa.Column("spec", sa.Text, nullable=False),  # the search spec, JSON (rows.pack_json: compressed when large)
+    sa.Column("state", sa.Text, nullable=False),  # population, counters, best: JSON (likewise)
     sa.Column("finished", sa.Boolean, nullable=False, default=False),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
@@ -123,14 +131,14 @@ class SearchStore:
             row = c.execute(sa.select(search_checkpoints).where(search_checkpoints.c.search_id == search_id)).first()
         if row is None:
             return None
-        return Checkpoint(row.search_id, row.generation, row.n_trials, json.loads(row.spec), json.loads(row.state),
+        return Checkpoint(row.search_id, row.generation, row.n_trials, unpack_json(row.spec), unpack_json(row.state),
                           bool(row.finished))
 
     def save_generation(self, cp: Checkpoint, trials: Sequence[dict[str, Any]]) -> None:
         """The generation's trials and the checkpoint after it, atomically. A trial's ``structure``
         is a :class:`Structure` (stored compactly) or text already in the stored form."""
-        values = {"generation": cp.generation, "n_trials": cp.n_trials, "spec": json.dumps(cp.spec),
-                  "state": json.dumps(cp.state), "finished": cp.finished, "updated_at": time.time()}
+        values = {"generation": cp.generation, "n_trials": cp.n_trials, "spec": pack_json(cp.spec),
+                  "state": pack_json(cp.state), "finished": cp.finished, "updated_at": time.time()}
         enc = self._encoder(cp.search_id) if any(isinstance(t["structure"], Structure) for t in trials) else None
         rows = [dict(t, search_id=cp.search_id,
                      structure=enc.encode(t["number"], t["structure"]) if enc is not None and isinstance(
