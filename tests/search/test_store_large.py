@@ -81,6 +81,14 @@ def test_large_structure_search_stores_bounded_rows(db_url: str) -> None:
         assert 1 <= n_bases <= 192 // 8
         # trial history + bases: under a tenth of storing every structure whole
         assert sum(len(t) for _, t in raw) + base_bytes < 192 * whole / 10
+        # the checkpoint (16 members of ~100 KB each, sharing most blocks) is stored compressed
+        from zennas.search.store import search_checkpoints
+
+        with store.engine.connect() as c:
+            state = c.execute(sa.select(search_checkpoints.c.state)
+                              .where(search_checkpoints.c.search_id == "big")).scalar_one()
+        assert len(state) < 16 * whole / 20, len(state)
+        assert len(store.load("big").state["population"]["members"]) == 16  # type: ignore[union-attr]
         # the best structure is among the decoded trials
         assert any(rowcodec.decode(r["structure"]) == result.best_structure for r in history)
         store.delete("big")
