@@ -15,7 +15,7 @@ from zennas_api import storage
 from zennas_api.bundle import ensure_bundle, remove_artifacts, zip_bundle
 from zennas_api.deps import PrincipalDep, QueueDep, SettingsDep
 from zennas_api.problems import Problem
-from zennas_api.queue import FINISHED, STATES, Job, etag
+from zennas_api.queue import FINISHED, STATES, Job, encode_cursor, etag
 from zennas_api.schemas import SearchCreate, SearchList, SearchPublic
 
 from zennas.errors import SpecError, StructureError
@@ -152,12 +152,24 @@ def create_search(body: SearchCreate, request: Request, response: Response, queu
 
 
 @router.get("", response_model=SearchList)
-def list_searches(request: Request, queue: QueueDep, principal: PrincipalDep,
+def list_searches(request: Request, queue: QueueDep, principal: PrincipalDep, settings: SettingsDep,
                   state: Annotated[str | None, Query(pattern="^(" + "|".join(STATES) + ")$")] = None,
                   cursor: Annotated[str | None, Query(max_length=200)] = None,
                   limit: Annotated[int, Query(ge=1, le=200)] = 50) -> SearchList:
+    """Newest first. A page ends at ``limit`` searches or once its documents reach
+    ``ZENNAS_MAX_PAGE_BYTES`` (at least one per page: a search over a large structure carries it in its
+    spec, progress and result); ``next_cursor`` continues."""
     items, nxt = queue.list(principal.tenant, state=state, cursor=cursor, limit=limit)
-    return SearchList(items=[public(j, request) for j in items], next_cursor=nxt)
+    out: list[SearchPublic] = []
+    size = 0
+    for j in items:
+        doc = public(j, request)
+        size += len(doc.model_dump_json())
+        if out and size > settings.max_page_bytes:
+            nxt = encode_cursor(out[-1].created_at, out[-1].id)
+            break
+        out.append(doc)
+    return SearchList(items=out, next_cursor=nxt)
 
 
 @router.get("/{search_id}", response_model=SearchPublic, name="get_search",
