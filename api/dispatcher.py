@@ -179,7 +179,7 @@ class Dispatcher:
                 entry["thread"] = t
                 t.start()
                 continue
-            if time.time() - last_retention > 60:
+            if time.time() - last_retention > min(60.0, self.settings.artifact_ttl_seconds or 60.0):
                 self.expire()
                 last_retention = time.time()
             self.draining.wait(self.settings.poll_seconds)

@@ -217,3 +217,19 @@ def test_metrics_job_figures_need_the_token(service: Any) -> None:
                    "authorization")
     full = httpx.get(service.url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     assert full.status_code == 200 and 'zennas_jobs{state="queued"}' in full.text
+
+
+@pytest.mark.timeout(180)
+def test_dispatcher_expires_bundles_after_the_ttl(databases: Any, spawn: Any, tmp_path: Path) -> None:
+    env = base_env(databases.new("sqlite"), tmp_path / "artifacts", artifact_ttl_seconds=3)
+    server = spawn(env)
+    with server.client(key_for(env, "ttl")) as c:
+        jid = submit(c)["id"]
+        assert wait_state(c, jid)["state"] == "succeeded"
+        assert c.get(f"/v1/searches/{jid}/backbone").status_code == 200
+        deadline = time.monotonic() + 60
+        while (tmp_path / "artifacts" / jid).exists() or (tmp_path / "artifacts" / f"{jid}.zip").exists():
+            assert time.monotonic() < deadline, "the dispatcher did not expire the bundle"
+            time.sleep(0.5)
+        r = c.get(f"/v1/searches/{jid}/artifacts/structure.json")  # rebuilt on demand
+        assert r.status_code == 200 and r.json()["blocks"]
