@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ZENNAS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="ZENNAS_", extra="ignore", env_parse_none_str="none")  # "none": unset
 
     database_url: str = "sqlite:///zennas-service/zennas.db"  # PostgreSQL: postgresql://user@host/db
     artifacts_dir: Path = Path("zennas-service/artifacts")
