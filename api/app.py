@@ -19,15 +19,23 @@ import zennas
 
 def _metrics() -> dict[str, Any]:
     reg = CollectorRegistry()
+    public = CollectorRegistry()  # what /metrics shows without the metrics token: no job figures
     return {
         "registry": reg,
+        "public": public,
         "jobs": Gauge("zennas_jobs", "searches by state", ["state"], registry=reg),
         "queue_depth": Gauge("zennas_queue_depth", "queued searches", registry=reg),
         "evaluated": Gauge("zennas_candidates_evaluated", "candidates evaluated by all searches", registry=reg),
         "scraped": Gauge("zennas_last_scrape_timestamp", "time of this scrape", registry=reg),
-        "latency": Histogram("zennas_request_seconds", "HTTP request latency", ["method", "route"], registry=reg,
-                             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)),
+        "latency": _also(public, Histogram(
+            "zennas_request_seconds", "HTTP request latency", ["method", "route"], registry=reg,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))),
     }
+
+
+def _also(registry: CollectorRegistry, collector: Any) -> Any:
+    registry.register(collector)
+    return collector
 
 
 class LimitsAndMetrics:

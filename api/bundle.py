@@ -4,13 +4,22 @@ Parts are called in registration order with the finished job and its search summ
 ``{relative path: bytes}``. The manifest (format version, zennas version, spec, seed, package
 versions, checksums of every file) is written last. Other features add parts (the MMDetection config,
 the HTML report) with :func:`register_part`.
+
+On disk, a job's bundle is the directory ``<artifacts>/<id>/`` and its zip ``<artifacts>/<id>.zip``.
+Both are written under a temporary name and renamed into place, so a reader never sees half a
+bundle; both can be deleted at any time (``ZENNAS_ARTIFACT_TTL_SECONDS``) and are rebuilt from the
+job's stored result on the next download. The zip is written to disk and sent from there in chunks,
+never held in memory.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+import os
+import shutil
+import time
+import uuid
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -67,36 +76,102 @@ register_part("report", _report)
 
 
 def write_bundle(directory: Path, job: dict[str, Any], summary: dict[str, Any]) -> Path:
-    """Write every part's files and the manifest into ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    files: dict[str, bytes] = {}
-    for name, part in _PARTS.items():
+    """Write every part's files and the manifest into ``directory`` (replacing what is there)."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.with_name(f".{directory.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir()
+    try:
+        manifest_files: dict[str, dict[str, Any]] = {}
+        for name, part in _PARTS.items():
+            try:
+                files = part(job, summary)
+            except Exception as e:  # one broken optional part must not lose the others
+                files = {f"errors/{name}.txt": f"{type(e).__name__}: {e}\n".encode()}
+            for rel, data in files.items():  # written as each part comes: parts are not all held at once
+                p = tmp / rel
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_bytes(data)
+                manifest_files[rel] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+            del files
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "zennas_version": summary.get("provenance", {}).get("zennas"),
+            "job_id": job["id"],
+            "spec": summary.get("spec"),
+            "seed": (summary.get("spec") or {}).get("seed"),
+            "packages": summary.get("provenance", {}).get("packages"),
+            "files": dict(sorted(manifest_files.items())),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        _zip_path(directory).unlink(missing_ok=True)  # a zip of an older bundle
+        if directory.exists():
+            shutil.rmtree(directory, ignore_errors=True)
         try:
-            files.update(part(job, summary))
-        except Exception as e:  # one broken optional part must not lose the others
-            files[f"errors/{name}.txt"] = f"{type(e).__name__}: {e}\n".encode()
-    for rel, data in files.items():
-        p = directory / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
-    manifest = {
-        "format": BUNDLE_FORMAT,
-        "zennas_version": summary.get("provenance", {}).get("zennas"),
-        "job_id": job["id"],
-        "spec": summary.get("spec"),
-        "seed": (summary.get("spec") or {}).get("seed"),
-        "packages": summary.get("provenance", {}).get("packages"),
-        "files": {rel: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-                  for rel, data in sorted(files.items())},
-    }
-    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            os.rename(tmp, directory)
+        except OSError:  # another writer put the same bundle in place meanwhile: keep theirs
+            if not (directory / "manifest.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
 
-def zip_bundle(directory: Path) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for p in sorted(directory.rglob("*")):
-            if p.is_file():
-                z.write(p, p.relative_to(directory).as_posix())
-    return buf.getvalue()
+def ensure_bundle(directory: Path, job: dict[str, Any], summary: dict[str, Any]) -> Path:
+    """The bundle directory, rebuilt from the summary when it is missing (expired or never written)."""
+    if not (directory / "manifest.json").exists():
+        write_bundle(directory, job, summary)
+    return directory
+
+
+def _zip_path(directory: Path) -> Path:
+    return directory.with_name(directory.name + ".zip")
+
+
+def zip_bundle(directory: Path) -> Path:
+    """The bundle as a zip file beside its directory (built once, then reused); its path."""
+    out = _zip_path(directory)
+    if out.exists():
+        return out
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            for p in sorted(directory.rglob("*")):
+                if p.is_file():
+                    z.write(p, p.relative_to(directory).as_posix())  # copied in chunks, not read whole
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def remove_artifacts(artifacts_dir: Path, job_id: str) -> None:
+    shutil.rmtree(artifacts_dir / job_id, ignore_errors=True)
+    (artifacts_dir / f"{job_id}.zip").unlink(missing_ok=True)
+
+
+def expire_artifacts(artifacts_dir: Path, ttl_seconds: float, now: float | None = None) -> list[str]:
+    """Delete bundles (directory and zip) written more than ``ttl_seconds`` ago, and temporary files
+    left by a writer that died; returns the names removed."""
+    if not artifacts_dir.is_dir():
+        return []
+    cutoff = (time.time() if now is None else now) - ttl_seconds
+    stale_tmp = (time.time() if now is None else now) - 3600
+    removed = []
+    for p in artifacts_dir.iterdir():
+        try:
+            if p.name.endswith(".tmp"):
+                old = p.stat().st_mtime < stale_tmp
+            elif p.is_dir():
+                m = p / "manifest.json"
+                old = (m.stat().st_mtime if m.exists() else p.stat().st_mtime) < cutoff
+            else:
+                old = p.suffix == ".zip" and p.stat().st_mtime < cutoff
+        except FileNotFoundError:
+            continue
+        if old:
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p.name)
+    return sorted(removed)

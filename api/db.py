@@ -31,6 +31,8 @@ jobs = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
     sa.Column("idempotency_key", sa.String(200)),
+    # what the search wrote to the database (trial rows, bases, checkpoint), for the tenant's quota
+    sa.Column("stored_bytes", sa.BigInteger, nullable=False, default=0, server_default="0"),
     sa.UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency"),
 )
 
@@ -41,6 +43,17 @@ api_keys = sa.Table(
     sa.Column("tenant", sa.String(64), nullable=False, index=True),
     sa.Column("hash", sa.String(128), nullable=False),  # sha256 of the secret part
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float),
+)
+
+sessions = sa.Table(  # browser sessions, server-side: signing out revokes the row, and the cookie with it
+    "sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # random; the signed cookie carries it
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("key_id", sa.String(16)),  # the API key exchanged for it (None in development mode)
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
     sa.Column("revoked_at", sa.Float),
 )
 

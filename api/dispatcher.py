@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from zennas_api.bundle import write_bundle
-from zennas_api.db import jobs, make_engine, migrate
+from zennas_api.bundle import expire_artifacts, remove_artifacts, write_bundle
+from zennas_api.db import make_engine, migrate
 from zennas_api.queue import Job, JobQueue
 from zennas_api.settings import Settings
+from zennas_api.storage import charge
 
 from zennas.errors import ZenNASError
 from zennas.search import Search, SearchSpec, SearchStore
@@ -55,14 +56,13 @@ class FencedStore(SearchStore):
     rows after another replica had resumed the job from an older checkpoint; the new owner's insert
     of the same trial numbers then failed, and with it the job."""
 
-    def __init__(self, engine: Engine, owner: str) -> None:
+    def __init__(self, engine: Engine, owner: str, *, storage_quota: int | None = None) -> None:
         super().__init__(engine, create=False)
         self.owner = owner
+        self.storage_quota = storage_quota  # bytes per tenant (StorageQuotaExceeded beyond it)
 
-    def _guard(self, connection: Any, cp: Checkpoint) -> None:
-        held = connection.execute(jobs.update().where(jobs.c.id == cp.search_id, jobs.c.owner == self.owner,
-                                                      jobs.c.state == "running").values(owner=self.owner)).rowcount
-        if not held:
+    def _guard(self, connection: Any, cp: Checkpoint, nbytes: int = 0) -> None:
+        if not charge(connection, cp.search_id, self.owner, nbytes, self.storage_quota):
             raise LeaseLost(cp.search_id)
 
 
@@ -143,7 +143,7 @@ class Dispatcher:
         self.engine = make_engine(settings.sqlalchemy_url)
         self.queue = JobQueue(self.engine)
         self.owner = f"{settings.replica_name or socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.store = FencedStore(self.engine, self.owner)
+        self.store = FencedStore(self.engine, self.owner, storage_quota=settings.max_storage_per_tenant)
         self.draining = threading.Event()
         self.running: dict[str, dict[str, Any]] = {}  # job id -> {"thread", "cancel", "lost"}
         self.lock = threading.Lock()
@@ -268,7 +268,7 @@ class Dispatcher:
                 entry["thread"] = t
                 t.start()
                 continue
-            if self.settings.retention_days is not None and time.time() - last_retention > 60:
+            if time.time() - last_retention > min(60.0, self.settings.artifact_ttl_seconds or 60.0):
                 self.expire()
                 last_retention = time.time()
             self.draining.wait(self.settings.poll_seconds)
@@ -281,12 +281,16 @@ class Dispatcher:
         self.ray.stop()
 
     def expire(self) -> None:
-        assert self.settings.retention_days is not None
+        """Housekeeping: finished jobs past ``retention_days``, bundle files past ``artifact_ttl_seconds``."""
+        if self.settings.artifact_ttl_seconds is not None:
+            expire_artifacts(self.settings.artifacts_dir, self.settings.artifact_ttl_seconds)
+        if self.settings.retention_days is None:
+            return
         cutoff = time.time() - self.settings.retention_days * 86400
         for jid in self.queue.expired(cutoff):
             job = self.queue.get(jid)
             if job and self.queue.delete(jid, job.tenant):
-                shutil.rmtree(self.settings.artifacts_dir / jid, ignore_errors=True)
+                remove_artifacts(self.settings.artifacts_dir, jid)
 
 
 def _die_with_parent() -> None:

@@ -87,9 +87,12 @@ class JobQueue:
 
     # -- submission ----------------------------------------------------------------------------
     def create(self, tenant: str, spec: dict[str, Any], *, idempotency_key: str | None = None,
-               max_queued: int | None = None) -> tuple[Job, bool]:
+               max_queued: int | None = None, storage: tuple[int, int] | None = None) -> tuple[Job, bool]:
         """Store a new queued job; returns (job, created). A repeated Idempotency-Key returns the
-        tenant's existing job, provided the spec is the same (else :class:`QueueLimit`, 422)."""
+        tenant's existing job, provided the spec is the same (else :class:`QueueLimit`, 422).
+        ``storage``: (the search's estimated bytes, the tenant's quota), checked against what the
+        tenant's searches hold now (429 naming ``storage``; 422 naming ``iterations`` when the search
+        alone could never fit)."""
         if idempotency_key is not None:
             existing = self._by_key(tenant, idempotency_key)
             if existing is not None:
@@ -103,6 +106,18 @@ class JobQueue:
                 if n >= max_queued:
                     raise QueueLimit(f"tenant {tenant!r} already has {n} queued or running searches "
                                      f"(limit {max_queued}); wait for one to finish or cancel one", field="tenant")
+            if storage is not None:
+                need, quota = storage
+                if need > quota:
+                    raise QueueLimit(f"this search would store about {need:,} bytes (trial history and checkpoints), "
+                                     f"more than the {quota:,} a tenant may hold; ask for fewer iterations",
+                                     field="iterations", status=422)
+                used = tenant_bytes(c, tenant)
+                if used + need > quota:
+                    raise QueueLimit(f"tenant {tenant!r} holds {used:,} bytes of search data and this search needs "
+                                     f"about {need:,} more; the limit is {quota:,} (ZENNAS_MAX_STORAGE_PER_TENANT). "
+                                     "Delete finished searches (DELETE /v1/searches/{id}) to free space",
+                                     field="storage", status=429)
             try:
                 c.execute(jobs.insert().values(
                     id=jid, tenant=tenant, state="queued", spec=json.dumps(spec), created_at=now, updated_at=now,
@@ -183,13 +198,14 @@ class JobQueue:
         return self.get(jid, tenant)
 
     def delete(self, jid: str, tenant: str) -> bool:
-        from zennas.search.store import search_checkpoints, search_trials
+        from zennas.search.store import search_checkpoints, search_structures, search_trials
 
         with self.engine.begin() as c:
             n = c.execute(jobs.delete().where(jobs.c.id == jid, jobs.c.tenant == tenant,
                                               jobs.c.state.in_(FINISHED))).rowcount
             if n:
                 c.execute(search_trials.delete().where(search_trials.c.search_id == jid))
+                c.execute(search_structures.delete().where(search_structures.c.search_id == jid))
                 c.execute(search_checkpoints.delete().where(search_checkpoints.c.search_id == jid))
         return bool(n)
 
@@ -269,6 +285,12 @@ class JobQueue:
         with self.engine.begin() as c:
             c.execute(jobs.update().where(jobs.c.id == jid, jobs.c.owner == owner, jobs.c.state == "running")
                       .values(state="queued", owner=None, lease_expires=None, updated_at=time.time()))
+
+
+def tenant_bytes(connection: Any, tenant: str) -> int:
+    """What a tenant's searches hold in the database (``jobs.stored_bytes``, charged as they write)."""
+    q = sa.select(sa.func.coalesce(sa.func.sum(jobs.c.stored_bytes), 0)).where(jobs.c.tenant == tenant)
+    return int(connection.execute(q).scalar_one())
 
 
 def encode_cursor(ts: float, jid: str) -> str:

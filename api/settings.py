@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ZENNAS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="ZENNAS_", extra="ignore", env_parse_none_str="none")  # "none": unset
 
     database_url: str = "sqlite:///zennas-service/zennas.db"  # PostgreSQL: postgresql://user@host/db
     artifacts_dir: Path = Path("zennas-service/artifacts")
@@ -25,12 +25,21 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     poll_seconds: float = Field(default=0.5, gt=0)  # dispatcher's idle poll interval
     retention_days: float | None = None  # finished jobs older than this are deleted (None: keep)
+    # bundle files (zip, report, config) older than this are deleted; a download rebuilds them from the
+    # job's stored result (None: keep them)
+    artifact_ttl_seconds: float | None = Field(default=7 * 86400.0, gt=0)
     max_body_bytes: int = 1_000_000
+    max_page_bytes: int = Field(default=1 << 20, ge=4096)  # a /trials page stops once its JSON reaches this
+    public_url: str | None = None  # absolute links start with this (e.g. https://nas.example.com); else relative
+    metrics_token: str | None = None  # /metrics job figures need "Authorization: Bearer <token>"
     # per-tenant limits
     max_queued_per_tenant: int = 20
     max_running_per_tenant: int = 4
     max_population: int = 4096
-    max_iterations: int = 2_000_000
+    max_iterations: int = Field(default=1_000_000, ge=1)  # trials per search
+    # bytes one tenant's searches may hold in the database (trial rows, bases, checkpoints): a search
+    # whose estimate does not fit is refused at submission (429), one that outgrows it fails
+    max_storage_per_tenant: int = Field(default=2 << 30, ge=1 << 20)
     max_resolution: int = 2048
     # evaluation
     ray_address: str | None = None  # an existing Ray cluster; default: embedded Ray when needed
@@ -52,6 +61,10 @@ class Settings(BaseSettings):
             if not loopback:
                 raise ValueError(f"ZENNAS_DEV_MODE disables API keys; it refuses to bind to {self.host!r} "
                                  "(use 127.0.0.1, or turn dev mode off and create keys with `zennas keys create`)")
+        if self.public_url is not None:
+            self.public_url = self.public_url.rstrip("/")
+            if not self.public_url.startswith(("http://", "https://")):
+                raise ValueError(f"ZENNAS_PUBLIC_URL must start with http:// or https://, got {self.public_url!r}")
         if self.heartbeat_seconds >= self.lease_seconds:
             raise ValueError("ZENNAS_HEARTBEAT_SECONDS must be smaller than ZENNAS_LEASE_SECONDS")
         return self

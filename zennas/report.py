@@ -75,15 +75,10 @@ def _style(ax: Any) -> None:
 
 def _blocks(structure: Mapping[str, Any] | Sequence[Any]) -> list[dict[str, Any]]:
     """Block dicts from a structure document, a list of block dicts, or compact history rows."""
+    from zennas.search.rows import block_dicts
+
     raw = structure.get("blocks", []) if isinstance(structure, Mapping) else list(structure)
-    out = []
-    for b in raw:
-        if isinstance(b, Mapping):
-            out.append(dict(b))
-        else:  # [type, in, out, stride, kernel, layers, bottleneck]
-            keys = ("type", "in", "out", "stride", "kernel", "layers", "bottleneck")
-            out.append({k: v for k, v in zip(keys, b, strict=False) if v is not None})
-    return out
+    return [dict(b) if isinstance(b, Mapping) else block_dicts([b])[0] for b in raw]
 
 
 def _stages(blocks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -231,19 +226,57 @@ def plot_pareto(summary: Mapping[str, Any], trials: Sequence[Mapping[str, Any]] 
     return _png(fig)
 
 
+MAX_DRAWN = 48  # rows of the backbone drawing; a larger structure is drawn one bar per stage
+MAX_TABLE_BLOCKS = 200  # rows of the structure table; a larger one shows its first and last blocks
+MAX_JSON_ITEMS = 64  # list items per list in the summary JSON shown (the full one is search.json)
+MAX_JSON_CHARS = 2000  # characters per string there
+
+
+def _display_rows(blocks: Sequence[Mapping[str, Any]], stages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """What the drawing shows: one row per block, or for a large structure one row per stage (its
+    blocks summed up), and at most MAX_DRAWN rows (the middle ones elided)."""
+    rows: list[dict[str, Any]] = []
+    if len(blocks) <= MAX_DRAWN:
+        for i, b in enumerate(blocks):
+            detail = f"k{b['kernel']} · s{b['stride']} · ×{b.get('layers', 1)}"
+            if b.get("bottleneck"):
+                detail += f" · btn {b['bottleneck']}"
+            rows.append({"label": f"{i}  {b['type'].replace('SuperRes', '').replace('BNRELU', '')}",
+                         "detail": detail, "in": b["in"], "out": b["out"], "layers": int(b.get("layers", 1)),
+                         "first": i, "last": i})
+    else:
+        for st in stages:
+            group = blocks[st["start"]:st["end"] + 1]
+            kernels = sorted({int(b["kernel"]) for b in group})
+            layers = sum(int(b.get("layers", 1)) for b in group)
+            rows.append({"label": f"{st['start']}–{st['end']}  {len(group)} blocks",
+                         "detail": f"k{'/'.join(map(str, kernels[:4]))}{'…' if len(kernels) > 4 else ''} · "
+                                   f"{layers} layers", "in": group[0]["in"], "out": group[-1]["out"],
+                         "layers": min(layers, 10), "first": st["start"], "last": st["end"]})
+    if len(rows) > MAX_DRAWN:
+        half = MAX_DRAWN // 2
+        hidden = rows[half:len(rows) - half]
+        gap = {"label": f"… {hidden[-1]['last'] - hidden[0]['first'] + 1} blocks not drawn", "detail": "",
+               "in": None, "out": None, "layers": 1, "first": hidden[0]["first"], "last": hidden[-1]["last"]}
+        rows = [*rows[:half], gap, *rows[len(rows) - half:]]
+    return rows
+
+
 def plot_backbone(structure: Mapping[str, Any] | Sequence[Any], height: int = 480, width: int | None = None) -> str:
     """Blocks top to bottom: bar length ~ output channels (log), bar thickness ~ depth (layers), kernel
     and stride written beside; stages bracketed on the right, with the outputs the detection neck
-    takes (C3-C5) in orange."""
+    takes (C3-C5) in orange. A structure of more than MAX_DRAWN blocks is drawn one bar per stage, and
+    the drawing never holds more than MAX_DRAWN bars, so its size does not grow with the structure."""
     from matplotlib.patches import FancyBboxPatch
 
     blocks = _blocks(structure)
     stages = _stages(blocks)
     taken = {s["name"] for s in stages[-3:]}
     width = width or height
-    rows = [0.62 + 0.1 * min(int(b.get("layers", 1)), 10) for b in blocks]
+    shown = _display_rows(blocks, stages)
+    rows = [0.62 + 0.1 * min(r["layers"], 10) for r in shown]
     gap = 0.22
-    total = sum(rows) + gap * (len(blocks) - 1)
+    total = sum(rows) + gap * (len(shown) - 1)
     fig = _figure(7.2, max(2.4, 0.42 * total + 0.9))
     ax = fig.add_subplot()
     ax.set_xlim(0, 12)
@@ -254,34 +287,54 @@ def plot_backbone(structure: Mapping[str, Any] | Sequence[Any], height: int = 48
     for h in rows:
         tops.append(y)
         y += h + gap
-    stage_of = {i: s for s in stages for i in range(s["start"], s["end"] + 1)}
-    for i, (b, h) in enumerate(zip(blocks, rows, strict=True)):
-        y = tops[i]
-        s = stage_of[i]
-        out_taken = s["name"] in taken and i == s["end"]
-        kind = b["type"].replace("SuperRes", "").replace("BNRELU", "")
-        ax.text(0.05, y + h * 0.36, f"{i}  {kind}", va="center", fontsize=8.5, fontweight="bold")
-        detail = f"k{b['kernel']} · s{b['stride']} · ×{b.get('layers', 1)}"
-        if b.get("bottleneck"):
-            detail += f" · btn {b['bottleneck']}"
-        ax.text(0.05, y + h * 0.74, detail, va="center", fontsize=7.5, color="#3b4250")
-        length = 0.5 + 3.6 * math.log2(max(b["out"], 2)) / maxc
+    stage_of = {i: s for s in stages for i in range(s["start"], s["end"] + 1)} if len(blocks) <= MAX_DRAWN else {
+        s["start"]: s for s in stages}
+    row_of: dict[int, int] = {}  # block index -> display row, for the first and last block of each row
+    for k, (r, h) in enumerate(zip(shown, rows, strict=True)):
+        row_of.setdefault(r["first"], k)
+        row_of[r["last"]] = k
+        y = tops[k]
+        ax.text(0.05, y + h * 0.36, r["label"], va="center", fontsize=8.5, fontweight="bold")
+        if r["out"] is None:  # the elided middle
+            continue
+        s = stage_of.get(r["first"])
+        hot = s is not None and s["name"] in taken
+        out_taken = hot and s is not None and r["last"] == s["end"]
+        ax.text(0.05, y + h * 0.74, r["detail"], va="center", fontsize=7.5, color="#3b4250")
+        length = 0.5 + 3.6 * math.log2(max(r["out"], 2)) / maxc
         ax.add_patch(FancyBboxPatch((3.4, y), length, h, boxstyle="round,pad=0,rounding_size=0.06",
-                                    facecolor="#fde3d4" if s["name"] in taken else "#dbe7f5",
+                                    facecolor="#fde3d4" if hot else "#dbe7f5",
                                     edgecolor=_ORANGE if out_taken else _BLUE, linewidth=2.2 if out_taken else 1.1))
-        ax.text(3.4 + length + 0.12, y + h / 2, f"{b['in']}→{b['out']} ch", va="center", fontsize=7.5)
+        ax.text(3.4 + length + 0.12, y + h / 2, f"{r['in']}→{r['out']} ch", va="center", fontsize=7.5)
     for s in stages:
-        y0, y1 = tops[s["start"]], tops[s["end"]] + rows[s["end"]]
+        if s["start"] not in row_of or s["end"] not in row_of:
+            continue  # elided
+        a, b = row_of[s["start"]], row_of[s["end"]]
+        y0, y1 = tops[a], tops[b] + rows[b]
         hot = s["name"] in taken
         color = _ORANGE if hot else "#59616d"
         ax.plot([8.85, 8.95, 8.95, 8.85], [y0 + 0.05, y0 + 0.05, y1 - 0.05, y1 - 0.05], color=color, linewidth=1.2)
-        mid = tops[s["end"]] + rows[s["end"]] / 2
+        mid = tops[b] + rows[b] / 2
         ax.text(9.1, mid, f"{s['name']}  /{s['stride']} · {s['channels']} ch\n"
                           f"{height // s['stride']}×{width // s['stride']}" + ("  → neck" if hot else ""),
                 va="center", fontsize=8, color=color, fontweight="bold" if hot else None)
-    ax.set_title("Chosen backbone (bar length ~ channels, thickness ~ depth; orange: the C3–C5 outputs the neck takes)",
-                 fontsize=9)
+    ax.set_title("Chosen backbone (bar length ~ channels, thickness ~ depth; orange: the C3–C5 outputs the neck takes)"
+                 + (f"; {len(blocks)} blocks, one bar per stage" if len(blocks) > MAX_DRAWN else ""), fontsize=9)
     return _png(fig)
+
+
+def _abridge(x: Any) -> Any:
+    """A JSON value cut down for display: long lists keep their first and last items, long strings their start."""
+    if isinstance(x, Mapping):
+        return {k: _abridge(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        if len(x) > MAX_JSON_ITEMS:
+            half = MAX_JSON_ITEMS // 2
+            return [*map(_abridge, x[:half]), f"… {len(x) - 2 * half} more items …", *map(_abridge, x[-half:])]
+        return [_abridge(v) for v in x]
+    if isinstance(x, str) and len(x) > MAX_JSON_CHARS:
+        return x[:MAX_JSON_CHARS] + f"… ({len(x) - MAX_JSON_CHARS} more characters)"
+    return x
 
 
 # -- the document ------------------------------------------------------------------------------
@@ -327,7 +380,9 @@ def render_report(summary: dict[str, Any], trials: list[dict[str, Any]] | None =
          "NSGA-II's non-dominated candidates (maximize score, minimize FLOPs); the ringed point is the one chosen "
          "(the highest score on the front)."),
         ("Chosen backbone", plot_backbone(structure, h, w) if _blocks(structure) else None,
-         "One bar per block, top (input) to bottom; the stage outputs C1..Cn on the right, with the feature maps "
+         ("One bar per block" if len(_blocks(structure)) <= MAX_DRAWN else
+          f"{len(_blocks(structure))} blocks, drawn one bar per stage")
+         + ", top (input) to bottom; the stage outputs C1..Cn on the right, with the feature maps "
          "the detection neck takes (C3–C5) in orange."),
     ]
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
@@ -362,14 +417,23 @@ def render_report(summary: dict[str, Any], trials: list[dict[str, Any]] | None =
                      "<th scope='col'>in</th><th scope='col'>out</th><th scope='col'>stride</th>"
                      "<th scope='col'>kernel</th><th scope='col'>layers</th><th scope='col'>bottleneck</th>"
                      "<th scope='col'>stage output</th></tr></thead><tbody>")
-        for i, b in enumerate(blocks):
+        half = MAX_TABLE_BLOCKS // 2
+        shown = range(len(blocks)) if len(blocks) <= MAX_TABLE_BLOCKS else [
+            *range(half), -1, *range(len(blocks) - half, len(blocks))]
+        for i in shown:
+            if i < 0:
+                parts.append(f"<tr><td colspan='9'>… {len(blocks) - 2 * half} blocks not shown (all "
+                             f"{len(blocks)} are in <code>structure.json</code>) …</td></tr>")
+                continue
+            b = blocks[i]
             parts.append(f"<tr><td class='n'>{i}</td><td><code>{_esc(b['type'])}</code></td>"
                          + "".join(f"<td class='n'>{_esc(b.get(k, '–'))}</td>"
                                    for k in ("in", "out", "stride", "kernel", "layers", "bottleneck"))
                          + f"<td>{_esc(stage_end.get(i, ''))}</td></tr>")
         parts.append("</tbody></table>")
     parts.append("<h2>Summary (JSON)</h2><details><summary>search summary</summary><pre>"
-                 + _esc(json.dumps({k: v for k, v in summary.items() if k != "best_curve"}, indent=2, default=str))
+                 + _esc(json.dumps(_abridge({k: v for k, v in summary.items() if k != "best_curve"}), indent=2,
+                                   default=str))
                  + "</pre></details>")
     parts.append("</main></body></html>\n")
     return "\n".join(parts)

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
+import os
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from zennas_api.bundle import zip_bundle
+from zennas_api import storage
+from zennas_api.bundle import ensure_bundle, remove_artifacts, zip_bundle
 from zennas_api.deps import PrincipalDep, QueueDep, SettingsDep
 from zennas_api.problems import Problem
-from zennas_api.queue import FINISHED, STATES, Job, etag
+from zennas_api.queue import FINISHED, STATES, Job, encode_cursor, etag
 from zennas_api.schemas import BudgetsIn, SearchCreate, SearchList, SearchPublic
 
 from zennas.errors import SpecError, StructureError
@@ -25,6 +26,7 @@ from zennas.search.store import SearchStore
 from zennas.space.formats import parse_structure, structure_from_obj
 
 router = APIRouter(prefix="/v1/searches", tags=["searches"])
+MAX_TRIAL_NUMBER = 2**31 - 1  # trial numbers are 32-bit in the store
 
 
 class DocCache:
@@ -33,7 +35,7 @@ class DocCache:
 
     An entry is valid for one version of the job's row: the raw values of every column the document
     shows (not just the ETag's, so a change the ETag would miss still renders anew), and one base URL
-    (the links in the document are absolute). Used from the event loop only: no locking."""
+    (the links in the document start with it). Used from the event loop only: no locking."""
 
     COLUMNS = ("state", "spec", "progress", "progress_seq", "created_at", "started_at", "finished_at", "updated_at",
                "attempts", "error", "result")
@@ -74,8 +76,17 @@ class DocCache:
             self.bytes -= e[3]
 
 
+def link(request: Request, name: str, **params: str) -> str:
+    """A link to one of the service's routes: absolute under ``ZENNAS_PUBLIC_URL`` when it is set, else
+    relative to the server's root. Never built from the request's Host header, which the client controls
+    (a spoofed Host must not end up in links, ``Location`` or a cached document)."""
+    path = request.app.url_path_for(name, **params)
+    public_url = request.app.state.settings.public_url
+    return f"{public_url}{path}" if public_url else f"{request.scope.get('root_path', '')}{path}"
+
+
 def public(job: Job, request: Request) -> SearchPublic:
-    base = str(request.url_for("get_search", search_id=job.id))
+    base = link(request, "get_search", search_id=job.id)
     links = {"self": base, "events": base + "/events", "trials": base + "/trials", "cancel": base + "/cancel"}
     if job.state == "succeeded":
         links["backbone"] = base + "/backbone"
@@ -139,20 +150,33 @@ def create_search(body: SearchCreate, request: Request, response: Response, queu
                   idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> SearchPublic:
     spec = to_spec(body, settings)
     job, created = queue.create(principal.tenant, spec.to_dict(), idempotency_key=idempotency_key,
-                                max_queued=settings.max_queued_per_tenant)
-    response.headers["Location"] = str(request.url_for("get_search", search_id=job.id))
+                                max_queued=settings.max_queued_per_tenant,
+                                storage=(storage.estimate(spec), settings.max_storage_per_tenant))
+    response.headers["Location"] = link(request, "get_search", search_id=job.id)
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return public(job, request)
 
 
 @router.get("", response_model=SearchList)
-def list_searches(request: Request, queue: QueueDep, principal: PrincipalDep,
+def list_searches(request: Request, queue: QueueDep, principal: PrincipalDep, settings: SettingsDep,
                   state: Annotated[str | None, Query(pattern="^(" + "|".join(STATES) + ")$")] = None,
                   cursor: Annotated[str | None, Query(max_length=200)] = None,
                   limit: Annotated[int, Query(ge=1, le=200)] = 50) -> SearchList:
+    """Newest first. A page ends at ``limit`` searches or once its documents reach
+    ``ZENNAS_MAX_PAGE_BYTES`` (at least one per page: a search over a large structure carries it in its
+    spec, progress and result); ``next_cursor`` continues."""
     items, nxt = queue.list(principal.tenant, state=state, cursor=cursor, limit=limit)
-    return SearchList(items=[public(j, request) for j in items], next_cursor=nxt)
+    out: list[SearchPublic] = []
+    size = 0
+    for j in items:
+        doc = public(j, request)
+        size += len(doc.model_dump_json())
+        if out and size > settings.max_page_bytes:
+            nxt = encode_cursor(out[-1].created_at, out[-1].id)
+            break
+        out.append(doc)
+    return SearchList(items=out, next_cursor=nxt)
 
 
 @router.get("/{search_id}", response_model=SearchPublic, name="get_search",
@@ -176,7 +200,7 @@ async def get_search(search_id: str, request: Request, queue: QueueDep, principa
     if if_none_match is not None and if_none_match == tag:
         return Response(status_code=304, headers={"ETag": tag})
     docs: DocCache = request.app.state.docs
-    base = str(request.base_url)
+    base = request.app.state.settings.public_url or request.scope.get("root_path", "")  # what links depend on
     body = docs.get(search_id, base, row)
     if body is None:
         body = JSONResponse(None).render(public(Job.from_row(row), request).model_dump(mode="json"))
@@ -198,7 +222,7 @@ def delete_search(search_id: str, queue: QueueDep, principal: PrincipalDep, sett
     if job.state not in FINISHED:
         raise Problem(409, "Conflict", f"search {search_id} is {job.state}; cancel it first", field="state")
     queue.delete(search_id, principal.tenant)
-    shutil.rmtree(settings.artifacts_dir / search_id, ignore_errors=True)
+    remove_artifacts(settings.artifacts_dir, search_id)
     return Response(status_code=204)
 
 
@@ -226,21 +250,46 @@ async def search_events(search_id: str, request: Request, queue: QueueDep, princ
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/{search_id}/trials")
-def search_trials(search_id: str, request: Request, queue: QueueDep, principal: PrincipalDep,
-                  offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                  front: bool = False) -> dict[str, Any]:
+@router.get("/{search_id}/trials", responses={200: {"description": "a page of trials, bounded in bytes"}})
+def search_trials(search_id: str, request: Request, queue: QueueDep, principal: PrincipalDep, settings: SettingsDep,
+                  offset: Annotated[int, Query(ge=0, le=MAX_TRIAL_NUMBER)] = 0,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                  front: bool = False) -> Response:
+    """Trials in number order from ``offset``: at most ``limit`` of them, and the page ends once its
+    JSON reaches ``ZENNAS_MAX_PAGE_BYTES`` (at least one trial per page). ``next`` links the next page
+    (``next_offset`` is its offset), absent on the last."""
     job = _load(queue, principal, search_id)
-    if front or (job.spec.get("sampler") == "nsga2" and front):
+    if front:
         points = (job.result or {}).get("pareto_front") or (job.progress or {}).get("pareto_front") or []
-        return {"pareto_front": points}
+        return JSONResponse({"pareto_front": points})
     store = SearchStore(request.app.state.engine, create=False)
-    rows = store.trials(search_id, offset=offset, limit=limit)
-    for r in rows:
-        r["structure"] = json.loads(r["structure"])
-        r.pop("search_id", None)
-    nxt = offset + limit if len(rows) == limit else None
-    return {"items": rows, "next_offset": nxt}
+    # Trial numbers run 0, 1, 2, ... so ``offset`` is the first number: read by key (no OFFSET scan),
+    # in slices, so a page of large structures never decodes much more than it sends.
+    items: list[bytes] = []
+    size, pos, more = 0, offset, False
+    while True:
+        want = min(limit - len(items), 50)
+        rows = store.trials(search_id, after=pos - 1, limit=want + 1)  # one more: is there a next page?
+        full = False
+        for r in rows[:want]:
+            r.pop("search_id", None)
+            item = json.dumps(r, separators=(",", ":")).encode()
+            if items and size + len(item) > settings.max_page_bytes:
+                full = True
+                break
+            items.append(item)
+            size += len(item) + 1
+            pos = r["number"] + 1
+        if full or (len(rows) > want and len(items) >= limit):
+            more = True
+            break
+        if len(rows) <= want:
+            break  # the history ended
+    head: dict[str, Any] = {"next_offset": pos if more else None}
+    if more:
+        head["next"] = link(request, "search_trials", search_id=search_id) + f"?offset={pos}&limit={limit}"
+    body = b'{"items":[' + b",".join(items) + b"]," + json.dumps(head)[1:].encode()
+    return Response(body, media_type="application/json")
 
 
 @router.get("/{search_id}/backbone", responses={200: {"content": {"application/zip": {}}}, 409: {}})
@@ -252,10 +301,16 @@ def download_backbone(search_id: str, queue: QueueDep, principal: PrincipalDep, 
                       field="state")
     if format == "json":
         return JSONResponse(job.result["best"]["structure"])
-    directory = settings.artifacts_dir / search_id
-    if not (directory / "manifest.json").exists():
-        from zennas_api.bundle import write_bundle
+    directory = ensure_bundle(settings.artifacts_dir / search_id, {"id": job.id, "tenant": job.tenant,
+                                                                   "spec": job.spec}, job.result)
+    path = zip_bundle(directory)
+    f = path.open("rb")  # opened now: a concurrent expiry may unlink the name, not this file
 
-        write_bundle(directory, {"id": job.id, "tenant": job.tenant, "spec": job.spec}, job.result)
-    return Response(zip_bundle(directory), media_type="application/zip",
-                    headers={"Content-Disposition": f'attachment; filename="zennas-{search_id}.zip"'})
+    def chunks() -> Iterator[bytes]:
+        with f:
+            while chunk := f.read(1 << 16):
+                yield chunk
+
+    return StreamingResponse(chunks(), media_type="application/zip", headers={
+        "Content-Disposition": f'attachment; filename="zennas-{search_id}.zip"',
+        "Content-Length": str(os.fstat(f.fileno()).st_size)})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from typing import Any
 
@@ -9,7 +10,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from zennas_api.auth import SESSION_COOKIE, SESSION_SECONDS, make_session, verify_key
+from zennas_api.auth import SESSION_COOKIE, SESSION_SECONDS, make_session, revoke_session, verify_key
 from zennas_api.deps import PrincipalDep, QueueDep, SettingsDep
 from zennas_api.problems import Problem
 from zennas_api.schemas import ScoreRequest, ScoreResponse, SessionRequest, SessionResponse
@@ -70,14 +71,19 @@ def create_session(body: SessionRequest, request: Request, response: Response, s
     p = verify_key(request.app.state.engine, body.api_key)
     if p is None:
         raise Problem(401, "Unauthorized", "the API key is not valid (or was revoked)", field="api_key")
-    cookie, csrf = make_session(p, settings.secret_key)
+    cookie, csrf = make_session(p, settings.secret_key, request.app.state.engine)
     response.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_SECONDS, httponly=True, samesite="strict",
                         secure=request.url.scheme == "https", path="/")
     return SessionResponse(tenant=p.tenant, csrf_token=csrf)
 
 
 @router.delete("/v1/session", status_code=204, tags=["session"])
-def delete_session(response: Response) -> Response:
+def delete_session(request: Request, settings: SettingsDep) -> Response:
+    """Sign out: the session ends server-side (a copy of the cookie stops working too) and the cookie
+    is cleared."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        revoke_session(request.app.state.engine, cookie, settings.secret_key)
     r = Response(status_code=204)
     r.delete_cookie(SESSION_COOKIE, path="/")
     return r
@@ -105,8 +111,23 @@ def readyz(request: Request) -> Response:
 
 
 @router.get("/metrics", tags=["health"])
-def metrics(request: Request, queue: QueueDep) -> Response:
+def metrics(request: Request, queue: QueueDep, settings: SettingsDep) -> Response:
+    """Prometheus metrics. The service's own figures (request latency) are open; the figures about
+    searches (jobs by state, queue depth, candidates evaluated), which add up every tenant's activity,
+    are shown only with ``Authorization: Bearer <ZENNAS_METRICS_TOKEN>`` (or in development mode)."""
     m = request.app.state.metrics
+    token = settings.metrics_token
+    if not settings.dev_mode:
+        sent = request.headers.get("authorization", "")
+        scheme, _, value = sent.partition(" ")
+        allowed = token is not None and scheme.lower() == "bearer" and hmac.compare_digest(
+            value.strip().encode(), token.encode())
+        if sent and not allowed:
+            detail = ("wrong metrics token (ZENNAS_METRICS_TOKEN)" if token is not None else
+                      "this service has no metrics token (set ZENNAS_METRICS_TOKEN); the job figures are not served")
+            raise Problem(401, "Unauthorized", detail, field="authorization", headers={"WWW-Authenticate": "Bearer"})
+        if not allowed:
+            return Response(generate_latest(m["public"]), media_type=CONTENT_TYPE_LATEST)
     counts = queue.counts()
     for state, n in counts.items():
         m["jobs"].labels(state=state).set(n)

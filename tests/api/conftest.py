@@ -117,7 +117,8 @@ def service(request: pytest.FixtureRequest, databases: Databases,
     db_url = databases.new(kind)
     tmp = tmp_path_factory.mktemp(f"service-{kind}")
     env = base_env(db_url, tmp / "artifacts", max_concurrent_searches=2, max_queued_per_tenant=1000,
-                   lease_seconds=10, heartbeat_seconds=0.5, max_body_bytes=100_000)
+                   lease_seconds=10, heartbeat_seconds=0.5, max_body_bytes=100_000,
+                   metrics_token="metrics-" + "1" * 24)  # the job figures of /metrics need it
     keys = {t: cli(env, "keys", "create", "--tenant", t).stdout.strip() for t in ("a", "b")}
     server = Server(env, tmp / "server.log")
     server.start()

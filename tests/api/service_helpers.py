@@ -23,7 +23,7 @@ FINISHED = ("succeeded", "failed", "cancelled")
 # a search that finishes in well under a second (entropy-analytic runs in the dispatcher, ~7k/s)
 SMALL = {"population": 16, "iterations": 480, "generation": 16, "checkpoint_every": 512}
 # a search that runs for minutes unless cancelled
-LONG = {"population": 64, "iterations": 2_000_000, "generation": 16, "checkpoint_every": 4096}
+LONG = {"population": 64, "iterations": 1_000_000, "generation": 16, "checkpoint_every": 4096}
 
 
 def free_port() -> int:

@@ -325,7 +325,7 @@ def test_cancel_a_running_search_from_its_page(service: Service, browser: Any) -
     ui = Page(browser, service)
     page = ui.page
     ui.sign_in("a")
-    jid = service.submit("a", population=64, iterations=2_000_000)
+    jid = service.submit("a", population=64, iterations=1_000_000)
     page.goto(f"{service.url}/#/searches/{jid}")
     expect(page.locator("#job-state [data-state]")).to_have_attribute("data-state", "running", timeout=60_000)
     # live progress: the bar moves and an ETA is shown

@@ -8,7 +8,6 @@ structure.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import optuna
@@ -58,7 +57,7 @@ def test_every_sampler_searches_in_the_start_layout(tmp_path: Path, sampler: str
     rows = _run(tmp_path, start, sampler, f"warm-{sampler}")
     assert len(rows) == 120
     for row in rows:
-        s = decode(json.loads(str(row["structure"])))
+        s = decode(row["structure"])
         assert _layout(s) == _layout(start)
         c = costs(s, 480, 480)
         assert (row["flops"], row["params"], row["layers"]) == (c.flops, c.params, c.layers)
@@ -79,7 +78,7 @@ def test_same_block_count_other_strides_costs_are_right(tmp_path: Path, sampler:
     assert len(start.blocks) == len(space_start.blocks) and _layout(start) != _layout(space_start)
     rows = _run(tmp_path, start, sampler, f"strides-{sampler}")
     for row in rows:
-        s = decode(json.loads(str(row["structure"])))
+        s = decode(row["structure"])
         assert _layout(s) == _layout(start)
         c = costs(s, 480, 480)
         assert (row["flops"], row["params"], row["layers"]) == (c.flops, c.params, c.layers)
@@ -105,7 +104,7 @@ def test_evolution_shrinks_kernels_by_the_start_feature_maps(tmp_path: Path) -> 
         store.engine.dispose()
     assert len(rows) == 64
     for row in rows:
-        kernels = [b.kernel for b in decode(json.loads(str(row["structure"]))).blocks]
+        kernels = [b.kernel for b in decode(row["structure"]).blocks]
         assert [kk == 1 for kk in kernels] == [False, False, False, False, True, True], kernels
 
 

@@ -32,6 +32,7 @@ from zennas.score import make_scorer
 from zennas.search.evaluate import Evaluation, search_evaluator
 from zennas.search.population import Population
 from zennas.search.provenance import provenance
+from zennas.search.rows import WHOLE_BELOW, decode, encode
 from zennas.search.sampler import Evolution, RandomStructures, StructureCodec, constraints_from_attrs
 from zennas.search.spec import ANALYTIC_SCORES, SearchSpec, check_feasible
 from zennas.search.store import Checkpoint, SearchStore, TrialRow
@@ -50,15 +51,6 @@ class EvaluationBackend(Protocol):
     def evaluate(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
 
     def close(self) -> None: ...
-
-
-def encode(s: Structure) -> list[list[Any]]:
-    """Compact structure rows for history and checkpoints: [type, in, out, stride, kernel, layers, btn]."""
-    return [list(b) for b in s.blocks]
-
-
-def decode(rows: list[list[Any]]) -> Structure:
-    return Structure(tuple(Block(*r) for r in rows))
 
 
 class TrialRecord(NamedTuple):
@@ -414,10 +406,13 @@ class Search:
         """The store's row of a trial."""
         e = rec.evaluation
         return TrialRow(rec.number, rec.state, rec.reason, rec.score, e.flops, e.params, e.layers, rec.latency_ms,
-                        self._structure_json(rec.structure), rec.worker, rec.attempts, rec.seconds)
+                        self._structure_json(rec.structure) if len(rec.structure.blocks) < WHOLE_BELOW
+                        else rec.structure,  # a large one: the store encodes it as a delta (zennas.search.rows)
+                        rec.worker, rec.attempts, rec.seconds)
 
     def _structure_json(self, s: Structure) -> str:
-        """``json.dumps(encode(s))``, from per-block pieces (json.dumps costs as much as a mutation)."""
+        """The stored form of a small structure (zennas.search.rows: its block rows as JSON), from
+        per-block pieces (json.dumps costs as much as a mutation)."""
         cache = self._block_json
         parts = list(map(cache.get, s.blocks))
         if None in parts:
@@ -495,7 +490,7 @@ class Search:
             rows = self.store.trials(self.search_id, offset=offset, limit=page, states=("complete", "rejected"))
             trials = []
             for row in rows:
-                s = decode(json.loads(row["structure"]))
+                s = decode(row["structure"])
                 objectives = [float(row["latency_ms"] or 0.0) if o == "latency" else float(row[o])
                               for o in self.spec.objectives]
                 first = row["score"] if row["state"] == "complete" else -1e12
@@ -548,7 +543,7 @@ class Search:
             if self.store is not None:
                 row = self.store.trials(self.search_id, offset=chosen["number"], limit=1)
                 if row:
-                    best_s = decode(json.loads(row[0]["structure"]))
+                    best_s = decode(row[0]["structure"])
         c = costs(best_s, self.spec.height, self.spec.width)
         return SearchResult(
             search_id=self.search_id, spec=self.spec.to_dict(), best_structure=best_s, best_score=best_score,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage
@@ -18,10 +19,10 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from zennas.errors import NotFoundError
+from zennas.search.rows import decode
 from zennas.search.sampler import StructureCodec
 from zennas.search.spec import SearchSpec
 from zennas.search.store import SearchStore
-from zennas.space.structure import Block, Structure
 
 
 def export_optuna(store: SearchStore, search_id: str, path: str | Path, *, study_name: str | None = None) -> str:
@@ -45,8 +46,8 @@ def export_optuna(store: SearchStore, search_id: str, path: str | Path, *, study
     return name
 
 
-def _trial(row: dict[str, object], codec: StructureCodec) -> optuna.trial.FrozenTrial:
-    s = Structure(tuple(Block(*r) for r in json.loads(str(row["structure"]))))
+def _trial(row: dict[str, Any], codec: StructureCodec) -> optuna.trial.FrozenTrial:
+    s = decode(row["structure"])  # the store returns block rows
     params = codec.encode(s)
     dists = {k: v for k, v in codec.distributions.items() if k in params}
     ok = row["state"] == "complete"

@@ -24,8 +24,6 @@ def write_outputs(result: SearchResult, out_dir: str | Path, store: SearchStore 
             while True:
                 rows = store.trials(result.search_id, offset=offset, limit=page)
                 for r in rows:
-                    r = dict(r)
-                    r["structure"] = json.loads(r["structure"])
                     f.write(json.dumps(r) + "\n")
                 if len(rows) < page:
                     break
