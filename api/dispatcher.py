@@ -113,10 +113,6 @@ class RayHost:
             ray.shutdown()  # stops the node processes an embedded Ray started
             log.info("Ray stopped")
 
-    @property
-    def started(self) -> bool:
-        return self._thread is not None
-
     def stop(self, timeout: float = 60.0) -> None:
         self._stop.set()
         if self._thread is not None:

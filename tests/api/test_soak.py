@@ -252,7 +252,7 @@ def test_soak(spawn: Callable[..., Server], tmp_path: Path, ray_tmp: Path) -> No
             if rounds == 0:
                 jobs += [submit(LATENCY), submit(NSGA2)]
             if rounds == 1:  # kill the dispatcher mid-search; the job resumes after the restart
-                victim = submit(FORWARD)
+                victim = submit({**FORWARD, "iterations": 64})  # long enough to be caught mid-run
                 wait_state(c, victim, states=("running",), timeout=120,
                            pred=lambda j: (j.get("progress") or {}).get("iteration", 0) > 0)
                 pid = server.dispatcher_pid()
