@@ -190,6 +190,23 @@ class Structure:
     def out_channels(self) -> int:
         return self.blocks[-1].out_channels
 
+    def stages(self) -> tuple[tuple[int, int], ...]:
+        """The stages C1..Cn as (first, last) block indices, inclusive. The one place of MAE-DET's stage
+        rule: a stage ends at the block before each stride-2 block and at the last block."""
+        blocks = self.blocks
+        last = len(blocks) - 1
+        out: list[tuple[int, int]] = []
+        first = 0
+        for i in range(len(blocks)):
+            if i == last or blocks[i + 1].stride == 2:
+                out.append((first, i))
+                first = i + 1
+        return tuple(out)
+
+    def stage_ends(self) -> tuple[int, ...]:
+        """The index of the last block of each stage (see :meth:`stages`)."""
+        return tuple(last for _, last in self.stages())
+
     def replace_block(self, index: int, **changes: Any) -> Structure:
         blocks = list(self.blocks)
         blocks[index] = replace(blocks[index], **changes)
