@@ -345,11 +345,10 @@ def _grid(typ: str, s: int, k: int, units: int, cs: Sequence[int], os_: Sequence
 
 
 @lru_cache(maxsize=24)
-def _ob_slices(typ: str, s: int, k: int, c0: int, os_: tuple[int, ...], bs: tuple[int, ...],
-               two: bool) -> tuple[np.ndarray, np.ndarray]:
+def _ob_slices(typ: str, s: int, k: int, c0: int, os_: tuple[int, ...],
+               bs: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """T1(c0, o, b) and T2(c0, o, b): shared by every position with this type, stride and kernel."""
-    s_ob = _grid(typ, s, k, 1, [c0], os_, bs)[0]
-    return s_ob, (_grid(typ, s, k, 2, [c0], os_, bs)[0] if two else s_ob)
+    return _grid(typ, s, k, 1, [c0], os_, bs)[0], _grid(typ, s, k, 2, [c0], os_, bs)[0]
 
 
 def _ascending(c: int, o: int) -> bool:
@@ -357,28 +356,39 @@ def _ascending(c: int, o: int) -> bool:
 
 
 @lru_cache(maxsize=24)
+def _slices(typ: str, s: int, k: int, cs: tuple[int, ...], os_: tuple[int, ...], bs: tuple[int, ...] | None,
+            monotone: bool) -> tuple[np.ndarray, ...]:
+    """The 2-D slices of block_cost the tables are assembled from (independent of the unit counts)."""
+    c0, o0 = cs[0], os_[0]
+    keep = _ascending if monotone else None  # pairs with out < in are never used there
+    if bs is None:
+        one = _grid(typ, s, k, 1, cs, os_, [None], keep)[:, :, 0]
+        two = _grid(typ, s, k, 2, cs, os_, [None], keep)[:, :, 0]
+        return one, two
+    s_co = _grid(typ, s, k, 1, cs, os_, [bs[0]], keep)[:, :, 0]  # T1(c, o, b0)
+    s_cb = _grid(typ, s, k, 1, cs, [o0], bs)[:, 0, :]  # T1(c, o0, b)
+    s_ob, s2_ob = _ob_slices(typ, s, k, c0, os_, bs)  # T1(c0, o, b), T2(c0, o, b): (no, nb, 3)
+    return s_co, s_cb, s_ob, s2_ob
+
+
 def _table(typ: str, s: int, k: int, cs: tuple[int, ...], os_: tuple[int, ...], bs: tuple[int, ...] | None,
            units: tuple[int, ...], monotone: bool) -> _Table:
     c0, o0 = cs[0], os_[0]
-    keep = _ascending if monotone else None  # pairs with out < in are never used there
-    two = max(units) > 1
+    sl = _slices(typ, s, k, cs, os_, bs, monotone)
     if bs is None:
-        one = _grid(typ, s, k, 1, cs, os_, [None], keep)[:, :, 0]
-        rest = (_grid(typ, s, k, 2, cs, os_, [None], keep)[:, :, 0] - one) if two else np.zeros_like(one)
+        one, two = sl
         zeros_b = np.zeros((1, len(os_), 3))
-        t = _Table(one, np.zeros((len(cs), 1, 3)), zeros_b, rest, zeros_b, {}, True)
+        t = _Table(one, np.zeros((len(cs), 1, 3)), zeros_b, two - one, zeros_b, {}, True)
         b0: int | None = None
     else:
         b0 = bs[0]
-        s_co = _grid(typ, s, k, 1, cs, os_, [b0], keep)[:, :, 0]  # T1(c, o, b0)
-        s_cb = _grid(typ, s, k, 1, cs, [o0], bs)[:, 0, :]  # T1(c, o0, b)
-        s_ob, s2_ob = _ob_slices(typ, s, k, c0, os_, bs, two)  # T1(c0, o, b), T2(c0, o, b): (no, nb, 3)
+        s_co, s_cb, s_ob, s2_ob = sl
         A = s_cb - s_cb[:, :1]
         B = (s_ob - s_ob[:, :1] - s_cb[:1, :] + s_cb[:1, :1]).transpose(1, 0, 2)
         R = (s2_ob - s_ob).transpose(1, 0, 2)
         t = _Table(s_co, A, B, np.zeros((len(cs), len(os_), 3)), R, {}, _concave(A, B, R, bs))
     t.layers = {u: _COST(Block(typ, c0, o0, s, k, u, b0)).layers for u in units}
-    _verify(t, typ, s, k, cs, os_, bs, units, keep)
+    _verify(t, typ, s, k, cs, os_, bs, units, _ascending if monotone else None)
     return t
 
 
@@ -622,8 +632,8 @@ class BoundResult:
 
 
 class _Dual:
-    def __init__(self, prog: _Programme, flops: float | None, params: float | None) -> None:
-        self.prog, self.F, self.P = prog, flops, params
+    def __init__(self, prog: _Programme, flops: float | None, params: float | None, rtol: float) -> None:
+        self.prog, self.F, self.P, self.rtol = prog, flops, params, rtol
         self.best_bound = math.inf
         self.best_mult = (0.0, 0.0)
         self.primal: _Solution | None = None
@@ -646,16 +656,22 @@ class _Dual:
         sol0 = self.d(0.0, mu)
         if self.F is None or sol0.flops <= self.F:
             return 0.0
-        lam = lam_hint or max(abs(sol0.score), 1.0) / self.F * 1e-3
+        # a first guess at the price of a FLOP: the unconstrained optimum's score per FLOP of the budget
+        lam = lam_hint or max(abs(sol0.score), 1.0) / self.F * 0.1
         lo_sol, lo_lam = sol0, 0.0
         hi_sol = None
-        for _ in range(60):
+        for _ in range(60):  # a bracket within a factor 2: the price is halved or doubled until it flips
             s = self.d(lam, mu)
             if s.flops <= self.F:
                 hi_sol = s
-                break
-            lo_sol, lo_lam = s, lam
-            lam *= 4.0
+                if lo_sol is not sol0:
+                    break
+                lam *= 0.5
+            else:
+                lo_sol, lo_lam = s, lam
+                if hi_sol is not None:
+                    break
+                lam *= 2.0
         if hi_sol is None:
             return lo_lam
         lam_star = lam
@@ -666,8 +682,10 @@ class _Dual:
             lam_star = (self.line(lo_sol, 0.0, mu) - self.line(hi_sol, 0.0, mu)) / denom
             s = self.d(lam_star, mu)
             here = s.value + lam_star * self.F + mu * (self.P or 0.0)
-            if here <= self.line(lo_sol, lam_star, mu) + 1e-9 * max(1.0, abs(here)):
-                break  # the two lines meet at the minimum: no solution lies above them
+            floor = self.line(lo_sol, lam_star, mu)  # min over lam of d(., mu) is >= this (both lines)
+            log.debug("lam %.6g: d %.6f, floor %.6f, flops %.4g", lam_star, here, floor, s.flops)
+            if here - floor <= self.rtol * max(1.0, abs(here)):
+                break  # within rtol of the best multiplier (0: the two lines meet at the minimum)
             if s.flops > self.F:
                 lo_sol = s
             else:
@@ -678,9 +696,10 @@ class _Dual:
 def bound(space: SearchSpace, *, start: Structure | None = None, budget_flops: float | None = None,
           budget_params: float | None = None, budget_layers: int | None = None, height: int = 480,
           width: int | None = None, weights: Sequence[float] | None = None,
-          sampler: str = "evolution") -> BoundResult:
+          sampler: str = "evolution", rtol: float = 1e-5) -> BoundResult:
     """The certificate: an upper bound on the best entropy-analytic score of ``space`` under the budgets,
-    with the best feasible structure the programme found (module docstring)."""
+    with the best feasible structure the programme found (module docstring). The multiplier search
+    stops once the bound is provably within ``rtol`` (relative) of the best the relaxation allows."""
     t0 = time.perf_counter()
     width = height if width is None else width
     start = start or space.start
@@ -691,7 +710,7 @@ def bound(space: SearchSpace, *, start: Structure | None = None, budget_flops: f
     rel = relax(space, start, budget_layers=budget_layers, height=height, width=width, weights=weights,
                 sampler=sampler)
     prog = _Programme(rel)
-    dual = _Dual(prog, budget_flops, budget_params)
+    dual = _Dual(prog, budget_flops, budget_params, rtol)
     if budget_params is None:
         dual.min_lambda(0.0)
     else:
@@ -736,3 +755,24 @@ def _coordinate(dual: _Dual, rounds: int = 6) -> None:
         if abs(mu_new - mu) <= 1e-12 and abs(lam_new - lam) <= 1e-12:
             break
         lam, mu = lam_new, mu_new
+
+
+# -- a search's certificate --------------------------------------------------------------------------
+def certificate(space: SearchSpace, start: Structure, *, budgets: Any, height: int, width: int,
+                weights: Sequence[float], sampler: str, best_score: float | None) -> dict[str, Any]:
+    """The certificate a finished entropy-analytic search reports: the bound, the gap of ``best_score``
+    below it, and the programme's best feasible structure (``better`` when it beats ``best_score``).
+    ``{"available": False, "reason": ...}`` when no bound can be computed."""
+    try:
+        res = bound(space, start=start, budget_flops=budgets.flops, budget_params=budgets.params,
+                    budget_layers=budgets.layers, height=height, width=width, weights=weights, sampler=sampler)
+    except BoundUnavailable as e:
+        return {"available": False, "reason": e.message}
+    best = best_score if best_score is not None and math.isfinite(best_score) else None
+    better = res.score is not None and (best is None or res.score > best)
+    top = max(x for x in (best, res.score) if x is not None) if (best is not None or res.score is not None) else None
+    out = {"available": True, "bound": res.bound, "gap_pct": res.gap_pct(top) if top is not None else None,
+           "search_best": best, "better": better, **{k: v for k, v in res.to_dict().items() if k != "bound"}}
+    if budgets.latency_ms is not None:
+        out["relaxation"] = [*out["relaxation"], "the latency budget is dropped (the bound ignores it)"]
+    return out

@@ -89,6 +89,17 @@ class SearchResult:
     best_curve: list[tuple[int, float]] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    certificate: dict[str, Any] | None = None  # entropy-analytic: the optimality certificate (search/bound.py)
+
+    @property
+    def bound(self) -> float | None:
+        """No structure the search can reach under the budgets scores more (None: no certificate)."""
+        return self.certificate.get("bound") if self.certificate else None
+
+    @property
+    def gap_pct(self) -> float | None:
+        """How far the best structure is below :attr:`bound`, in percent."""
+        return self.certificate.get("gap_pct") if self.certificate else None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -103,6 +114,9 @@ class SearchResult:
             "pareto_front": self.pareto_front,
             "best_curve": self.best_curve,
             "provenance": self.provenance,
+            "bound": self.bound,
+            "gap_pct": self.gap_pct,
+            "certificate": self.certificate,
         }
 
 
@@ -435,6 +449,10 @@ class Search:
                 row = self.store.trials(self.search_id, offset=chosen["number"], limit=1)
                 if row:
                     best_s = decode(json.loads(row[0]["structure"]))
+        cert = self._certificate(best_score) if cp.finished else None
+        if cert and cert.get("better") and self.budgets.latency_ms is None:  # the programme's structure wins
+            best_s, best_score = Structure.from_dict(cert["structure"]), cert["score"]
+            cert["best_from"] = "bound programme"
         c = costs(best_s, self.spec.height, self.spec.width)
         return SearchResult(
             search_id=self.search_id, spec=self.spec.to_dict(), best_structure=best_s, best_score=best_score,
@@ -442,8 +460,18 @@ class Search:
             n_trials=cp.n_trials, evaluated=counts["evaluated"], rejected=counts["rejected"],
             failed=counts["failed"], seconds=st.get("elapsed", time.perf_counter() - t_start),
             pareto_front=front, best_curve=[tuple(x) for x in st.get("best_curve", [])],  # type: ignore[misc]
-            provenance=provenance(), timings=st.get("timings", {}),
+            provenance=provenance(), timings=st.get("timings", {}), certificate=cert,
         )
+
+    def _certificate(self, best_score: float) -> dict[str, Any] | None:
+        """For the closed-form entropy score: the bound on what the space holds under the budgets."""
+        if self.spec.score != "entropy-analytic":
+            return None
+        from zennas.search.bound import certificate
+
+        weights = self.spec.score_settings.get("stage_weights", self.space.stage_weights)
+        return certificate(self.space, self.start, budgets=self.budgets, height=self.spec.height,
+                           width=self.spec.width, weights=weights, sampler=self.spec.sampler, best_score=best_score)
 
 
 class _PerTrialRandomSampler(optuna.samplers.BaseSampler):
