@@ -66,16 +66,21 @@ def _log_sqrt(x: float) -> float:
     return 0.5 * math.log(x)
 
 
-def _unit(cin: int, btn: int, out: int, k: int, s: int, depthwise: bool) -> tuple[float, float, float]:
-    """(FLOPs per input pixel, params, log-std) of one bottleneck unit ``cin -> btn -> btn -> out``."""
+def _unit(cin: int, btn: int, out: int, k: int, s: int, depthwise: bool,
+          first: bool = False) -> tuple[float, float, float]:
+    """(FLOPs per input pixel, params, log-std) of one bottleneck unit ``cin -> btn -> btn -> out``.
+    LOCAL FIX (helper bound, to be replaced by helper proj's): TinyNAS forces a 1x1 conv+BN projection
+    shortcut on the first unit of every K1KXK1 block; K1DWK1 has an identity residual only when
+    in == out and no residual at all otherwise."""
     f1, p1 = _conv_bn(cin, btn, 1, 1)
     f2, p2 = _conv_bn(btn, btn, k, s, g=btn if depthwise else 1)
     f3, p3 = _conv_bn(btn, out, 1, s)  # conv3 runs at the output resolution: /s^2
     f = f1 + f2 + f3 + btn + btn / s**2 + out / s**2  # ReLUs
     p = p1 + p2 + p3
-    if s == 2:
+    residual = not depthwise or cin == out
+    if residual and s == 2:
         f += cin  # shortcut 2x2 average pool
-    if cin != out:
+    if not depthwise and (cin != out or first):
         fs, ps = _conv_bn(cin, out, 1, s)
         f += fs + out / s**2  # shortcut 1x1 conv+BN and the add
         p += ps
@@ -92,7 +97,7 @@ def bottleneck_cost(cin: int, out: int, stride: int, k: int, layers: int, btn: i
     rest: tuple[float, float, float] | None = None
     for u in range(layers):
         if u == 0:
-            f, p, ls = _unit(cin, btn, out, k, stride, depthwise)
+            f, p, ls = _unit(cin, btn, out, k, stride, depthwise, first=True)
             flops += f
             params += p
             area /= stride * stride
