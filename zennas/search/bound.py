@@ -218,7 +218,7 @@ def _mutation_positions(space: SearchSpace, start: Structure, budget_layers: int
     if frozen_last:
         rules.append("the last block keeps the start's fields (pick: reference never mutates it)")
     lo_div = r.btn_min_divisor
-    if lo_div is not None:
+    if lo_div is not None and any(BLOCK_KINDS[b.type].has_bottleneck for b in blocks):
         rules.append(f"bottleneck >= min(out/{lo_div:g}, round(out/{lo_div:g})) or the start's (o, b) pair; "
                      "no upper rule (out can shrink below a bottleneck)")
     max_k = max(r.kernels + tuple(b.kernel for b in space.start.blocks))
@@ -764,8 +764,8 @@ def certificate(space: SearchSpace, start: Structure, *, budgets: Any, height: i
     below it, and the programme's best feasible structure (``better`` when it beats ``best_score``).
     ``{"available": False, "reason": ...}`` when no bound can be computed."""
     try:
-        res = bound(space, start=start, budget_flops=budgets.flops, budget_params=budgets.params,
-                    budget_layers=budgets.layers, height=height, width=width, weights=weights, sampler=sampler)
+        res = _cached_bound(space, start, budgets.flops, budgets.params, budgets.layers, height, width,
+                            tuple(float(w) for w in weights), sampler)
     except BoundUnavailable as e:
         return {"available": False, "reason": e.message}
     best = best_score if best_score is not None and math.isfinite(best_score) else None
@@ -776,3 +776,13 @@ def certificate(space: SearchSpace, start: Structure, *, budgets: Any, height: i
     if budgets.latency_ms is not None:
         out["relaxation"] = [*out["relaxation"], "the latency budget is dropped (the bound ignores it)"]
     return out
+
+
+@lru_cache(maxsize=32)
+def _cached_bound(space: SearchSpace, start: Structure, flops: float | None, params: float | None,
+                  layers: int | None, height: int, width: int, weights: tuple[float, ...],
+                  sampler: str) -> BoundResult:
+    """Searches of one space under the same budgets (a service's repeated requests, a test suite) share
+    their certificate: it is a pure function of these arguments."""
+    return bound(space, start=start, budget_flops=flops, budget_params=params, budget_layers=layers,
+                 height=height, width=width, weights=weights, sampler=sampler)

@@ -450,7 +450,9 @@ class Search:
                 if row:
                     best_s = decode(json.loads(row[0]["structure"]))
         cert = self._certificate(best_score) if cp.finished else None
-        if cert and cert.get("better") and self.budgets.latency_ms is None:  # the programme's structure wins
+        if cert and cert.get("better") and self.spec.sampler == "evolution" and self.budgets.latency_ms is None:
+            # the bound programme's structure beats the evolution's best: return it, and say so
+            cert["search_best_structure"] = best_s.to_dict()
             best_s, best_score = Structure.from_dict(cert["structure"]), cert["score"]
             cert["best_from"] = "bound programme"
         c = costs(best_s, self.spec.height, self.spec.width)
