@@ -304,6 +304,21 @@ def _kv(rows: Iterable[tuple[str, Any]]) -> str:
                                       for k, v in rows) + "</tbody></table>"
 
 
+def _certificate_rows(summary: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The optimality certificate (entropy-analytic searches): the bound and how far below it the best is."""
+    cert = summary.get("certificate")
+    if not cert:
+        return []
+    if not cert.get("available"):
+        return [("bound", f"none: {cert.get('reason', '')}")]
+    rows: list[tuple[str, Any]] = [
+        ("bound", f"{_num(cert.get('bound'), 7)}: no structure the search can reach under the budgets scores more"),
+        ("gap to the bound", f"{_num(summary.get('gap_pct', cert.get('gap_pct')), 3)} %")]
+    if cert.get("best_from"):
+        rows.append(("best from", f"the {cert['best_from']} (the evolution's best: {_num(cert.get('search_best'), 7)})"))
+    return rows
+
+
 def render_report(summary: dict[str, Any], trials: list[dict[str, Any]] | None = None, *,
                   title: str | None = None) -> str:
     """One self-contained HTML document (plots as embedded PNGs) for a search summary."""
@@ -342,7 +357,7 @@ def render_report(summary: dict[str, Any], trials: list[dict[str, Any]] | None =
                   ("parameters", _mega(costs.get("params"))), ("layers", costs.get("layers", "–")),
                   ("trials", counts.get("trials", "–")), ("evaluated", counts.get("evaluated", "–")),
                   ("rejected (over budget)", counts.get("rejected", "–")), ("failed", counts.get("failed", "–")),
-                  ("seconds", _num(summary.get("seconds"), 3))]),
+                  ("seconds", _num(summary.get("seconds"), 3)), *_certificate_rows(summary)]),
              "<h2>Search</h2>",
              _kv([("space", spec.get("space", "–")), ("sampler", spec.get("sampler", "–")),
                   ("objectives", ", ".join(spec.get("objectives") or []) if spec.get("sampler") == "nsga2" else "–"),

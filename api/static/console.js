@@ -335,7 +335,12 @@ function renderJob(initial) {
       h('span', {}, `Iteration ${fmtInt(done)} / ${fmtInt(total)} (${Math.round(pct)}%)`),
       h('span', {}, `${fmtNum(progress.candidates_per_s || 0, 3)} candidates/s`),
       h('span', {}, FINISHED.has(job.state) ? `finished: ${job.state}` : `ETA ${fmtDuration(eta)}`),
-      h('span', {}, `best ${fmtNum(progress.best_score ?? (job.result && job.result.best && job.result.best.score))}`));
+      h('span', {}, `best ${fmtNum(progress.best_score ?? (job.result && job.result.best && job.result.best.score))}`),
+      ...(job.result && Number.isFinite(job.result.bound)
+        ? [h('span', { title: 'no structure the search can reach under the budgets scores more (optimality certificate)' },
+          `bound ${fmtNum(job.result.bound, 6)}: best ${fmtNum(job.result.gap_pct, 3)} % below`
+          + (job.result.certificate && job.result.certificate.best_from ? ' (from the bound programme)' : ''))]
+        : []));
     const counts = (job.result && job.result.counts) || progress;
     const ev = counts.evaluated || 0;
     const rej = counts.rejected || 0;
