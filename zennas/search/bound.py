@@ -170,8 +170,8 @@ def relax(space: SearchSpace, start: Structure, *, budget_layers: int | None, he
     rules: list[str] = [f"block types, strides and block count of the start ({n} blocks) fixed"]
     if sampler == "evolution":
         positions = _mutation_positions(space, start, budget_layers, per_block, end_w, areas, plan_res, rules)
-    else:
-        positions = _codec_positions(space, start, budget_layers, per_block, end_w, areas, rules)
+    else:  # the codec decodes onto the space's own start layout
+        positions = _codec_positions(space, space.start, budget_layers, per_block, end_w, areas, rules)
     return Relaxation(start.in_channels, tuple(positions), budget_layers, height, width, tuple(rules))
 
 
@@ -201,6 +201,7 @@ def _mutation_positions(space: SearchSpace, start: Structure, budget_layers: int
     r = space.mutation
     blocks = start.blocks
     n = len(blocks)
+    n_plan = len(space.start.blocks)  # the Mutator sizes its layer caps on the space's start
     vals = channel_closure(space, start)
     rules.append(f"out/bottleneck values: the {len(vals)} values in the closure of the start's channels under "
                  f"the mutation's multipliers {list(r.channel_multipliers)}, rounding to {r.channel_round}, "
@@ -244,7 +245,7 @@ def _mutation_positions(space: SearchSpace, start: Structure, budget_layers: int
             ks |= {_shrunk(k, plan_res[i], r.kernel_shrink_ratio) for k in ks}
         # layers
         if "layers" in fields and kind.max_layers != 1:
-            cap = _layer_cap(space, i, b.type, n, budget_layers)
+            cap = _layer_cap(space, i, b.type, n_plan, budget_layers)
             if cap is None:
                 if budget_layers is None:
                     raise BoundUnavailable(f"space {space.name!r}: block {i}'s unit count is unbounded without a "
