@@ -163,3 +163,27 @@ def test_a_bound_needs_a_budget_and_the_mutation_bounds_layers() -> None:
            "stages": 2, "stage_weights": [1.0, 1.0]}
     with pytest.raises(BoundUnavailable, match="layers budget"):
         bound(space_from_dict(doc, source="x"), budget_flops=1e8, height=224)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(("name", "pick", "layers"), [
+    ("detection-k1kxk1", "any", 91), ("detection-k1kxk1", "reference", 60), ("detection-dw", "any", 64),
+    ("giraffe-s2d", "any", 32), ("tiny", "any", 13),
+])
+def test_every_structure_the_mutation_reaches_lies_in_the_relaxed_set(name: str, pick: str, layers: int) -> None:
+    """The bound's premise, checked directly: long unconstrained random walks (only the layers budget,
+    which the mutation itself enforces) never leave the relaxation."""
+    space = tiny_space() if name == "tiny" else get_space(name)
+    if pick != space.mutation.pick:
+        doc = space.to_dict()
+        doc["mutation"]["pick"] = pick
+        space = space_from_dict(doc, source="pick")
+    h = space.budgets.height
+    rel = relax(space, space.start, budget_layers=layers, height=h, width=h, weights=space.stage_weights)
+    mut = Mutator(space, budget_layers=layers, height=h, width=h)
+    for seed in range(4):
+        rng = random.Random(seed)
+        cur = space.start
+        for _ in range(5000):
+            cur = mut.mutate(cur, rng)
+            assert rel.outside(cur) is None, (rel.outside(cur), cur.to_dict())

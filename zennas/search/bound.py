@@ -95,6 +95,26 @@ class Relaxation:
     width: int
     rules: tuple[str, ...]  # what the relaxation allows, in words
 
+    def outside(self, s: Structure) -> str | None:
+        """Why ``s`` is outside the relaxed set (the first rule it breaks), or None when it is inside."""
+        if len(s.blocks) != len(self.positions) or s.in_channels != self.in_channels:
+            return "block count or input channels"
+        prev = self.in_channels
+        for i, (b, p) in enumerate(zip(s.blocks, self.positions, strict=True)):
+            checks = (("type", b.type == p.type), ("stride", b.stride == p.stride), ("in", b.in_channels == prev),
+                      ("out", b.out_channels in p.outs), ("kernel", b.kernel in p.kernels),
+                      ("layers", b.layers in p.layers), ("in <= out", not p.monotone or b.out_channels >= prev))
+            for name, ok in checks:
+                if not ok:
+                    return f"blocks[{i}].{name}"
+            if p.btns is not None:
+                assert p.btn_floor is not None
+                floor = p.btn_floor[p.outs.index(b.out_channels)]
+                if b.bottleneck not in p.btns or b.bottleneck < floor - 1e-9:
+                    return f"blocks[{i}].bottleneck"
+            prev = b.out_channels
+        return None
+
 
 def channel_closure(space: SearchSpace, start: Structure) -> tuple[int, ...]:
     """Every channel value the mutation can produce from the start's: the start's out/bottleneck
