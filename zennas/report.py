@@ -87,17 +87,10 @@ def _blocks(structure: Mapping[str, Any] | Sequence[Any]) -> list[dict[str, Any]
 
 
 def _stages(blocks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Stages as :func:`zennas.blocks.backbone.stages` defines them: a stage ends at the block before
-    each stride-2 block and at the last block (kept here without torch; a test pins the two)."""
-    ends = [i - 1 for i, b in enumerate(blocks) if b["stride"] == 2 and i > 0] + [len(blocks) - 1]
-    out, total, last = [], 1, -1
-    for n, end in enumerate(ends):
-        for b in blocks[last + 1:end + 1]:
-            total *= b["stride"]
-        out.append({"name": f"C{n + 1}", "start": last + 1, "end": end, "channels": blocks[end]["out"],
-                    "stride": total})
-        last = end
-    return out
+    """The stages of a structure's blocks (the rule is :meth:`zennas.space.structure.Structure.stages`)."""
+    from zennas.space.structure import Structure
+
+    return Structure.from_dict({"blocks": list(blocks)}).stage_table()
 
 
 def _scored(trials: Iterable[Mapping[str, Any]]) -> list[tuple[int, float]]:

@@ -36,11 +36,12 @@ def stage_values(structure: Structure) -> tuple[float, ...]:
     blocks = structure.blocks
     values: list[float] = []
     acc = 0.0
-    last = len(blocks) - 1
-    for i, b in enumerate(blocks):
-        acc += _block_log_std(b)
-        if i == last or blocks[i + 1].stride == 2:
-            values.append(acc + math.log(b.out_channels))
+    first = 0
+    for last in structure.stage_ends():
+        for b in blocks[first:last + 1]:
+            acc += _block_log_std(b)
+        values.append(acc + math.log(blocks[last].out_channels))
+        first = last + 1
     return tuple(values)
 
 

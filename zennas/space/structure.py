@@ -207,6 +207,18 @@ class Structure:
         """The index of the last block of each stage (see :meth:`stages`)."""
         return tuple(last for _, last in self.stages())
 
+    def stage_table(self) -> list[dict[str, Any]]:
+        """The stages as plain data (what the service returns, what the console and report draw):
+        name (C1..Cn), first and last block, output channels, total stride w.r.t. the input image."""
+        out: list[dict[str, Any]] = []
+        total = 1
+        for n, (first, last) in enumerate(self.stages()):
+            for b in self.blocks[first:last + 1]:
+                total *= b.stride
+            out.append({"name": f"C{n + 1}", "start": first, "end": last,
+                        "channels": self.blocks[last].out_channels, "stride": total})
+        return out
+
     def replace_block(self, index: int, **changes: Any) -> Structure:
         blocks = list(self.blocks)
         blocks[index] = replace(blocks[index], **changes)
