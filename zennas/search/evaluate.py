@@ -38,7 +38,7 @@ class DriverEvaluator:
         self.areas = tuple(areas)
         self.strides = tuple(b.stride for b in start.blocks)
         n = len(start.blocks)
-        self.stage_ends = tuple(i for i in range(n) if i == n - 1 or start.blocks[i + 1].stride == 2)
+        self.stage_ends = start.stage_ends()
         self.weights = tuple(weights) if weights is not None else None
         if self.weights is not None and len(self.weights) != len(self.stage_ends):
             from zennas.errors import SpecError
