@@ -37,7 +37,6 @@ class DriverEvaluator:
             area /= b.stride * b.stride
         self.areas = tuple(areas)
         self.strides = tuple(b.stride for b in start.blocks)
-        n = len(start.blocks)
         self.stage_ends = start.stage_ends()
         self.weights = tuple(weights) if weights is not None else None
         if self.weights is not None and len(self.weights) != len(self.stage_ends):
