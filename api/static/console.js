@@ -2,7 +2,7 @@
 // Routes live in the URL fragment (#/, #/new, #/searches/<id>), so the service serves one page.
 
 import { api, ApiError, currentSession, onUnauthorized, searchUrl, signIn, signOut } from './api.js';
-import { backbone, bestCurve, countsBar, draw, paretoFront, populationRange, stagesOf } from './charts.js';
+import { backbone, bestCurve, countsBar, draw, paretoFront, populationRange } from './charts.js';
 import { badge, budgetsText, clear, fmtAge, fmtDuration, fmtInt, fmtNum, h, isoTime } from './dom.js';
 import { newSearchForm } from './form.js';
 
@@ -186,9 +186,9 @@ function fact(label, value, attrs = {}) {
   return h('div', {}, h('dt', {}, label), h('dd', attrs, value));
 }
 
-function structureTable(structure) {
+function structureTable(structure, stages) {
   const blocks = structure.blocks || [];
-  const ends = new Map(stagesOf(blocks).map((st) => [st.end, st.name]));
+  const ends = new Map((stages || []).map((st) => [st.end, st.name]));
   return h('table', { class: 'structure-table' },
     h('caption', { class: 'visually-hidden' }, 'Blocks of the chosen backbone'),
     h('thead', {}, h('tr', {}, ['#', 'type', 'in', 'out', 'stride', 'kernel', 'layers', 'bottleneck', 'stage out']
@@ -315,9 +315,10 @@ function renderJob(initial) {
         ? `The search's result: score ${fmtNum(job.result.best.score)}, ${fmtNum(job.result.best.costs.flops)} FLOPs, `
           + `${fmtNum(job.result.best.costs.params)} parameters, ${job.result.best.costs.layers} layers.`
         : 'The best structure so far (it changes while the search runs).';
-      draw(backboneBox, (w) => backbone(w, { structure, height: spec.height || 480, imgWidth: spec.width }));
+      const stages = job.result && job.result.best ? job.result.best.stages : progress.best_stages;
+      draw(backboneBox, (w) => backbone(w, { structure, stages, height: spec.height || 480, imgWidth: spec.width }));
       const summaryEl = backboneTable.querySelector('summary');
-      backboneTable.replaceChildren(summaryEl, structureTable(structure));
+      backboneTable.replaceChildren(summaryEl, structureTable(structure, stages));
     } else {
       backboneNote.textContent = 'No structure yet: it appears with the first scored candidate.';
     }
