@@ -72,12 +72,7 @@ def bound(
 
 def _backend(spec: Any, workers: int | None, ray_address: str | None, local: bool) -> Any:
     """Forward-pass scores and latency go to Ray actors; closed-form scores stay in the driver."""
-    from zennas.search.spec import ANALYTIC_SCORES
-
-    budgets = spec.effective_budgets(spec.resolve_space())
-    needs = spec.score not in ANALYTIC_SCORES or budgets.latency_ms is not None or (
-        spec.sampler == "nsga2" and "latency" in spec.objectives)
-    if not needs:
+    if not spec.needs_backend(spec.effective_budgets(spec.resolve_space())):
         return None
     if local:
         from zennas.search.task import LocalBackend
@@ -91,7 +86,7 @@ def _backend(spec: Any, workers: int | None, ray_address: str | None, local: boo
 
 def search(
     space: Annotated[str, typer.Option(help="shipped space name (zennas spaces) or a space YAML file")] = "detection-k1kxk1",
-    score: Annotated[str, typer.Option(help="entropy-analytic | entropy | zen | params | flops | grad-norm | synflow")] = "entropy-analytic",
+    score: Annotated[str, typer.Option(help="a registered score (zennas scores): entropy-analytic, entropy, zen, ...")] = "entropy-analytic",
     resolution: Annotated[int | None, typer.Option(help="square input size the budgets are counted at (multiple of 32)")] = None,
     height: Annotated[int | None, typer.Option(help="input height (instead of --resolution)")] = None,
     width: Annotated[int | None, typer.Option(help="input width")] = None,

@@ -22,7 +22,7 @@ from functools import lru_cache
 from typing import Any
 
 from zennas.cost import block_cost
-from zennas.score.base import DETECTION_WEIGHTS, ScoreResult, check_weights, register_score, weigh
+from zennas.score.base import DETECTION_WEIGHTS, ScoreResult, check_weights, weigh
 from zennas.space.structure import Block, Structure
 
 
@@ -77,6 +77,5 @@ def block_log_std(structure: Structure) -> list[float]:
     return [x for b in structure.blocks for x in block_cost(b).log_std]
 
 
-@register_score("entropy-analytic")
 def _make(*, stage_weights: Sequence[float] = DETECTION_WEIGHTS) -> EntropyAnalytic:
     return EntropyAnalytic(stage_weights=tuple(stage_weights))

@@ -24,7 +24,8 @@ from zennas.search.evaluate import CostRecord, DriverEvaluator
 from zennas.search.population import Population
 from zennas.search.provenance import provenance
 from zennas.search.sampler import EvolutionSampler, StructureCodec, constraints_from_attrs, trial_rng
-from zennas.search.spec import ANALYTIC_SCORES, SearchSpec, check_feasible
+from zennas.score import score_kind
+from zennas.search.spec import SearchSpec, check_feasible
 from zennas.search.store import Checkpoint, SearchStore
 from zennas.space.mutation import Mutator
 from zennas.space.structure import Block, Structure
@@ -153,7 +154,7 @@ class Search:
         self.stopped = False
         self.budgets = spec.effective_budgets(self.space)
         self.start = spec.start_structure(self.space)
-        self.driver_scored = spec.score in ANALYTIC_SCORES
+        self.driver_scored = not score_kind(spec.score).forward_pass
         self.needs_latency = self.budgets.latency_ms is not None or (
             spec.sampler == "nsga2" and "latency" in spec.objectives)
         if (not self.driver_scored or self.needs_latency) and backend is None:
