@@ -3,8 +3,8 @@ baselines (``params``, ``flops``, ``grad-norm``, ``synflow``). Build one with :f
 
 from zennas.score.base import (
     DETECTION_WEIGHTS,
-    Scorer,
     ScoreKind,
+    Scorer,
     ScoreResult,
     make_scorer,
     register_score,

@@ -168,7 +168,6 @@ def _weights_per_block(start: Structure, weights: Sequence[float]) -> tuple[list
 def relax(space: SearchSpace, start: Structure, *, budget_layers: int | None, height: int, width: int,
           weights: Sequence[float], sampler: str = "evolution") -> Relaxation:
     """The relaxed space the bound covers (module docstring): per position, the allowed values."""
-    r = space.mutation
     blocks = start.blocks
     n = len(blocks)
     per_block, end_w = _weights_per_block(start, weights)
@@ -583,7 +582,7 @@ def _max_over_b(HA: np.ndarray, HB: np.ndarray, lo_idx: np.ndarray, pc: np.ndarr
     """max over b >= floor(o) of HA[c, b] + HB[L, b, o], for every L and (c, o) pair: bisection on the
     discrete derivative when the function is concave in b (checked at table build), else exhaustive.
     Returns (nL, npairs) values and argmaxes."""
-    nc, nb = HA.shape
+    nb = HA.shape[1]
     nl, _, no = HB.shape
     if concave:
         HAf, HBf = HA.ravel(), HB.ravel()

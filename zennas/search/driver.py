@@ -19,12 +19,11 @@ from optuna.trial import TrialState
 
 from zennas.cost import costs
 from zennas.errors import SpecError
-from zennas.score import make_scorer
+from zennas.score import make_scorer, score_kind
 from zennas.search.evaluate import CostRecord, DriverEvaluator
 from zennas.search.population import Population
 from zennas.search.provenance import provenance
 from zennas.search.sampler import EvolutionSampler, StructureCodec, constraints_from_attrs, trial_rng
-from zennas.score import score_kind
 from zennas.search.spec import SearchSpec, check_feasible
 from zennas.search.store import Checkpoint, SearchStore
 from zennas.space.mutation import Mutator
