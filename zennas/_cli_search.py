@@ -45,14 +45,14 @@ def bound(
     check_size(h, w)
     if sampler not in SAMPLERS:
         raise SpecError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}", field="sampler")
-    given = {"flops": budget_flops, "params": budget_params, "layers": budget_layers}
-    for k, v in given.items():
+    for k, v in (("flops", budget_flops), ("params", budget_params), ("layers", budget_layers)):
         if v is not None and not v > 0:
             raise SpecError(f"budgets.{k} must be a positive number, got {v!r}", field=f"budgets.{k}")
-    if all(v is None for v in given.values()):
-        given = {"flops": sp.budgets.flops, "params": sp.budgets.params, "layers": sp.budgets.layers}
+    if budget_flops is None and budget_params is None and budget_layers is None:
+        budget_flops, budget_params, budget_layers = sp.budgets.flops, sp.budgets.params, sp.budgets.layers
+    given = {"flops": budget_flops, "params": budget_params, "layers": budget_layers}
     res = compute_bound(sp, start=load_structure(start) if start is not None else None,
-                        budget_flops=given["flops"], budget_params=given["params"], budget_layers=given["layers"],
+                        budget_flops=budget_flops, budget_params=budget_params, budget_layers=budget_layers,
                         height=h, width=w, sampler=sampler)
     out = {"space": sp.name, "score": res.score, "bound": res.bound,
            "gap_pct": res.gap_pct(res.score) if res.score is not None else None,
@@ -66,7 +66,7 @@ def bound(
           f"{res.evaluations} solves, {res.seconds:.2f} s)")
     if res.structure is not None and res.score is not None:
         print(f"  best feasible structure the programme found: {res.score:.4f} ({out['gap_pct']:.3f} % below the "
-              f"bound); FLOPs {res.flops / 1e9:.3f} G, params {(res.params or 0) / 1e6:.3f} M, layers {res.layers}")
+              f"bound); FLOPs {(res.flops or 0) / 1e9:.3f} G, params {(res.params or 0) / 1e6:.3f} M, layers {res.layers}")
     print("  relaxation: " + "; ".join(res.relaxation))
 
 

@@ -506,15 +506,15 @@ class _Programme:
                 for j, u in enumerate(ustates):
                     if budget is not None and u + used > budget:
                         continue
-                    t = new_states.get(u + used)
-                    if t is None:
-                        t = new_states[u + used] = len(rows)
+                    slot = new_states.get(u + used)
+                    if slot is None:
+                        slot = new_states[u + used] = len(rows)
                         rows.append(np.full(len(p.outs), _NEG))
                         choice.append((np.full(len(p.outs), -1), np.full(len(p.outs), -1),
                                        np.full(len(p.outs), -1)))
-                    better = best[j] > rows[t]
-                    rows[t] = np.where(better, best[j], rows[t])
-                    cl, cj, cc = choice[t]
+                    better = best[j] > rows[slot]
+                    rows[slot] = np.where(better, best[j], rows[slot])
+                    cl, cj, cc = choice[slot]
                     cl[better], cj[better], cc[better] = li, j, best_c[j][better]
             if not rows:
                 raise BoundUnavailable("no structure of the relaxed space meets the layers budget",
@@ -523,7 +523,8 @@ class _Programme:
             V = np.stack(rows)
             trace.append((p, prev_outs, choice, gk, gb))
             prev_outs = p.outs
-        t, oi = np.unravel_index(int(np.argmax(V)), V.shape)
+        flat = int(np.argmax(V))
+        t, oi = flat // V.shape[1], flat % V.shape[1]  # (layer state, out) of the maximum
         value = float(V[t, oi])
         if not math.isfinite(value):
             raise BoundUnavailable("no structure of the relaxed space meets the layers budget", field="budgets.layers")
