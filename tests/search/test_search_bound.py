@@ -10,6 +10,7 @@ import optuna
 import pytest
 
 from zennas.cost import costs
+from zennas.report import render_report
 from zennas.score.analytic import analytic_score
 from zennas.search import Budgets, SearchSpec, run_search
 from zennas.space import get_space
@@ -39,6 +40,9 @@ def test_search_reports_bound_and_gap_and_nothing_exceeds_the_bound() -> None:
     c = costs(r.best_structure, 480, 480)
     assert c.flops <= 188e8 and c.layers <= 91
     assert analytic_score(r.best_structure, WEIGHTS) == pytest.approx(r.best_score, abs=1e-9)
+    html = render_report(s)  # the report states it too
+    assert f"{r.bound:.7g}" in html and "gap to the bound" in html
+    assert s["best"]["stages"] == r.best_structure.stage_table()
 
 
 @pytest.mark.timeout(300)
