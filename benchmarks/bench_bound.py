@@ -23,8 +23,8 @@ from zennas.space.space import get_space
 
 SETTINGS = [  # (label, space, FLOPs, layers)
     ("MAE-DET (start structure, 188e8 FLOPs at 480, 91 layers)", "detection-k1kxk1", 188e8, 91),
-    ("half the FLOPs (94e8 at 480, 91 layers)", "detection-k1kxk1", 94e8, 91),
-    ("small (40e8 at 480, 60 layers)", "detection-k1kxk1", 40e8, 60),
+    ("100e8 FLOPs at 480, 91 layers", "detection-k1kxk1", 100e8, 91),
+    ("300e8 FLOPs at 480, 120 layers", "detection-k1kxk1", 300e8, 120),
 ]
 
 
