@@ -36,7 +36,6 @@ from zennas_api.storage import charge
 
 from zennas.errors import ZenNASError
 from zennas.search import Search, SearchSpec, SearchStore
-from zennas.search.spec import ANALYTIC_SCORES
 from zennas.search.store import Checkpoint
 
 log = logging.getLogger("zennas.dispatcher")
@@ -150,10 +149,7 @@ class Dispatcher:
 
     # -- evaluation backend (Ray), started once per process when a search needs it --------------
     def backend_for(self, spec: SearchSpec) -> Any:
-        budgets = spec.effective_budgets(spec.resolve_space())
-        needs = spec.score not in ANALYTIC_SCORES or budgets.latency_ms is not None or (
-            spec.sampler == "nsga2" and "latency" in spec.objectives)
-        if not needs:
+        if not spec.needs_backend(spec.effective_budgets(spec.resolve_space())):
             return None
         return self.ray.backend()
 

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from zennas.score import score_kind, score_names
+
+
+def _registered(name: str) -> str:
+    score_kind(name)  # a SpecError naming the field: the problem handler makes it a 422
+    return name
+
+
+# a registered score: validated against the registry, listed in the OpenAPI schema as it stands when
+# the schema is generated (so a score added with register_score shows in the console's form)
+ScoreName = Annotated[str, AfterValidator(_registered),
+                      Field(max_length=100, json_schema_extra=lambda s: s.update(enum=score_names()))]
 
 
 class BudgetsIn(BaseModel):
@@ -35,7 +48,7 @@ class SearchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     space: str = Field("detection-k1kxk1", max_length=100, description="shipped space name (GET /v1/spaces)")
     space_doc: dict[str, Any] | None = Field(None, description="an inline space document instead of a name")
-    score: Literal["entropy-analytic", "entropy", "zen", "params", "flops", "grad-norm", "synflow"] = "entropy-analytic"
+    score: ScoreName = "entropy-analytic"
     score_settings: dict[str, int | float | str | bool | list[float]] = Field(default_factory=dict)
     resolution: int | None = Field(None, ge=32, le=4096, multiple_of=32, description="square input size (multiple of 32)")
     height: int | None = Field(None, ge=32, le=4096, multiple_of=32)
@@ -93,7 +106,7 @@ class SearchList(BaseModel):
 class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     structure: list[dict[str, Any]] | dict[str, Any] | str = Field(..., description="any supported format")
-    score: Literal["entropy-analytic", "entropy", "zen", "params", "flops", "grad-norm", "synflow"] = "entropy-analytic"
+    score: ScoreName = "entropy-analytic"
     resolution: int | None = Field(None, ge=32, le=2048)
     height: int | None = Field(None, ge=32, le=2048)
     width: int | None = Field(None, ge=32, le=2048)

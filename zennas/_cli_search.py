@@ -12,16 +12,67 @@ import typer
 
 def register(app: typer.Typer) -> None:
     app.command(name="search")(search)
+    app.command(name="bound")(bound)
+
+
+def bound(
+    space: Annotated[str, typer.Option(help="shipped space name (zennas spaces) or a space YAML file")] = "detection-k1kxk1",
+    budget_flops: Annotated[float | None, typer.Option(help="FLOPs budget (MACs + BN/act ops), e.g. 188e8")] = None,
+    budget_params: Annotated[float | None, typer.Option(help="parameter budget")] = None,
+    budget_layers: Annotated[int | None, typer.Option(help="layer budget (main-path convs)")] = None,
+    resolution: Annotated[int | None, typer.Option(help="square input size the FLOPs budget is counted at")] = None,
+    height: Annotated[int | None, typer.Option(help="input height (instead of --resolution)")] = None,
+    width: Annotated[int | None, typer.Option(help="input width")] = None,
+    start: Annotated[Path | None, typer.Option(help="the search's start structure, if not the space's")] = None,
+    sampler: Annotated[str, typer.Option(help="evolution (the mutation's reach) | nsga2 | random (the codec's)")] = "evolution",
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """An upper bound on the best entropy-analytic score any structure of the space reaches under the
+    budgets (Lagrangian relaxation + an exact programme over the chain of blocks), with the best
+    feasible structure the programme found. Without budgets, the space's defaults."""
+    import json
+
+    from zennas.cost import check_size
+    from zennas.errors import SpecError
+    from zennas.search.bound import bound as compute_bound
+    from zennas.search.spec import SAMPLERS
+    from zennas.space.formats import load_structure
+    from zennas.space.space import get_space, load_space_file
+
+    sp = load_space_file(space) if space.endswith((".yaml", ".yml")) or os.path.sep in space else get_space(space)
+    h = height or resolution or sp.budgets.height
+    w = width or resolution or (h if (height or resolution) else sp.budgets.width)
+    check_size(h, w)
+    if sampler not in SAMPLERS:
+        raise SpecError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}", field="sampler")
+    for k, v in (("flops", budget_flops), ("params", budget_params), ("layers", budget_layers)):
+        if v is not None and not v > 0:
+            raise SpecError(f"budgets.{k} must be a positive number, got {v!r}", field=f"budgets.{k}")
+    if budget_flops is None and budget_params is None and budget_layers is None:
+        budget_flops, budget_params, budget_layers = sp.budgets.flops, sp.budgets.params, sp.budgets.layers
+    given = {"flops": budget_flops, "params": budget_params, "layers": budget_layers}
+    res = compute_bound(sp, start=load_structure(start) if start is not None else None,
+                        budget_flops=budget_flops, budget_params=budget_params, budget_layers=budget_layers,
+                        height=h, width=w, sampler=sampler)
+    out = {"space": sp.name, "score": res.score, "bound": res.bound,
+           "gap_pct": res.gap_pct(res.score) if res.score is not None else None,
+           "budgets": {k: v for k, v in given.items() if v is not None}, "resolution": [h, w],
+           **{k: v for k, v in res.to_dict().items() if k not in ("bound", "score")}}
+    if as_json:
+        print(json.dumps(out, indent=2))
+        return
+    lim = ", ".join(f"{k} <= {v:g}" for k, v in out["budgets"].items())
+    print(f"bound {res.bound:.4f} (entropy-analytic, space {sp.name}, {lim} at {h}x{w}; "
+          f"{res.evaluations} solves, {res.seconds:.2f} s)")
+    if res.structure is not None and res.score is not None:
+        print(f"  best feasible structure the programme found: {res.score:.4f} ({out['gap_pct']:.3f} % below the "
+              f"bound); FLOPs {(res.flops or 0) / 1e9:.3f} G, params {(res.params or 0) / 1e6:.3f} M, layers {res.layers}")
+    print("  relaxation: " + "; ".join(res.relaxation))
 
 
 def _backend(spec: Any, workers: int | None, ray_address: str | None, local: bool) -> Any:
     """Forward-pass scores and latency go to Ray actors; closed-form scores stay in the driver."""
-    from zennas.search.spec import ANALYTIC_SCORES
-
-    budgets = spec.effective_budgets(spec.resolve_space())
-    needs = spec.score not in ANALYTIC_SCORES or budgets.latency_ms is not None or (
-        spec.sampler == "nsga2" and "latency" in spec.objectives)
-    if not needs:
+    if not spec.needs_backend(spec.effective_budgets(spec.resolve_space())):
         return None
     if local:
         from zennas.search.task import LocalBackend
@@ -64,7 +115,7 @@ def budgets_from_options(**given: str | None) -> Any:
 
 def search(
     space: Annotated[str, typer.Option(help="shipped space name (zennas spaces) or a space YAML file")] = "detection-k1kxk1",
-    score: Annotated[str, typer.Option(help="entropy-analytic | entropy | zen | params | flops | grad-norm | synflow")] = "entropy-analytic",
+    score: Annotated[str, typer.Option(help="a registered score (zennas scores): entropy-analytic, entropy, zen, ...")] = "entropy-analytic",
     resolution: Annotated[int | None, typer.Option(help="square input size the budgets are counted at (multiple of 32)")] = None,
     height: Annotated[int | None, typer.Option(help="input height (instead of --resolution)")] = None,
     width: Annotated[int | None, typer.Option(help="input width")] = None,
@@ -162,5 +213,12 @@ def search(
     print(f"best score {result.best_score:.4f} ({spec.score}) after {result.n_trials} trials in {result.seconds:.2f} s")
     print(f"  FLOPs {c['flops'] / 1e9:.3f} G (MACs + BN/act ops) at {h}x{w}, params {c['params'] / 1e6:.3f} M, "
           f"layers {c['layers']}; evaluated {result.evaluated}, rejected {result.rejected}, failed {result.failed}")
+    cert = result.certificate
+    if cert is not None and cert.get("available"):
+        src = " (the bound programme's structure beat the evolution's best: returned instead)" \
+            if cert.get("best_from") else ""
+        print(f"  bound {cert['bound']:.4f}: the best is {cert['gap_pct']:.3f} % below it{src}")
+    elif cert is not None:
+        print(f"  no bound: {cert['reason']}")
     if out is not None:
         print(f"  wrote {out}/structure.json, structure.txt, search.json, trials.jsonl")

@@ -46,7 +46,7 @@ def _load(path: Path) -> Any:
 @app.command()
 def score(
     structure: Annotated[Path, typer.Argument(help="structure file: zennas JSON, TinyNAS list or ZenNAS string")],
-    score: Annotated[str, typer.Option("--score", help="entropy | entropy-analytic | zen | params | flops | grad-norm | synflow")] = "entropy-analytic",
+    score: Annotated[str, typer.Option("--score", help="a registered score (zennas scores): entropy, entropy-analytic, zen, ...")] = "entropy-analytic",
     resolution: Annotated[int | None, typer.Option(help="square input size for costs and budgets (default 480)")] = None,
     height: Annotated[int | None, typer.Option(help="input height (with --width) instead of --resolution")] = None,
     width: Annotated[int | None, typer.Option(help="input width")] = None,
@@ -61,31 +61,21 @@ def score(
 ) -> None:
     """Score one structure without training, with its FLOPs, params and layers."""
     from zennas.cost import costs, format_flops
-    from zennas.score import make_scorer
+    from zennas.score import score_kind
 
     h = height or resolution or 480
     w = width or resolution or h
-    settings: dict[str, Any] = {}
-    if score in ("entropy", "zen", "grad-norm", "synflow"):
-        if score_resolution is not None:
-            settings["resolution"] = score_resolution
-        if seed:
-            settings["seed"] = seed
-        if threads is not None:
-            settings["threads"] = threads
-        if batch is not None and score != "synflow":
-            settings["batch"] = batch
-        if repeat is not None and score in ("entropy", "zen"):
-            settings["repeat"] = repeat
-        if reference and score == "entropy":
-            settings["reference"] = True
-        if bn_mode is not None and score == "zen":
-            settings["bn_mode"] = bn_mode
-    elif score in ("params", "flops"):
-        settings = {"height": h, "width": w}
+    kind = score_kind(score)
+    if kind.sized_by_input:
+        settings: dict[str, Any] = {"height": h, "width": w}
+    else:  # each option goes to the scores whose factory takes it (the registry says which)
+        offered = {"resolution": score_resolution, "seed": seed or None, "threads": threads, "batch": batch,
+                   "repeat": repeat, "reference": reference or None, "bn_mode": bn_mode}
+        accepted = set(kind.settings())
+        settings = {k: v for k, v in offered.items() if v is not None and k in accepted}
     s = _load(structure)
     c = costs(s, h, w)
-    result = make_scorer(score, **settings)(s)
+    result = kind.build(**settings)(s)
     out = {
         "score": result.score,
         "score_type": result.name,
@@ -128,6 +118,20 @@ def spaces(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         return
     for r in rows:
         typer.echo(f"{r['name']:<18} {r['description']}")
+
+
+@app.command()
+def scores(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the registered zero-shot scores and what each needs (forward pass, settings)."""
+    from zennas.score import score_kind, score_names
+
+    rows = [score_kind(n).to_dict() for n in score_names()]
+    if as_json:
+        echo_json(rows)
+        return
+    for r in rows:
+        where = "forward pass (workers)" if r["forward_pass"] else "closed form (driver)"
+        typer.echo(f"{r['name']:<18} {where:<24} {r['description']}")
 
 
 @app.command()

@@ -82,17 +82,10 @@ def _blocks(structure: Mapping[str, Any] | Sequence[Any]) -> list[dict[str, Any]
 
 
 def _stages(blocks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Stages as :func:`zennas.blocks.backbone.stages` defines them: a stage ends at the block before
-    each stride-2 block and at the last block (kept here without torch; a test pins the two)."""
-    ends = [i - 1 for i, b in enumerate(blocks) if b["stride"] == 2 and i > 0] + [len(blocks) - 1]
-    out, total, last = [], 1, -1
-    for n, end in enumerate(ends):
-        for b in blocks[last + 1:end + 1]:
-            total *= b["stride"]
-        out.append({"name": f"C{n + 1}", "start": last + 1, "end": end, "channels": blocks[end]["out"],
-                    "stride": total})
-        last = end
-    return out
+    """The stages of a structure's blocks (the rule is :meth:`zennas.space.structure.Structure.stages`)."""
+    from zennas.space.structure import Structure
+
+    return Structure.from_dict({"blocks": list(blocks)}).stage_table()
 
 
 def _scored(trials: Iterable[Mapping[str, Any]]) -> list[tuple[int, float]]:
@@ -357,6 +350,21 @@ def _kv(rows: Iterable[tuple[str, Any]]) -> str:
                                       for k, v in rows) + "</tbody></table>"
 
 
+def _certificate_rows(summary: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The optimality certificate (entropy-analytic searches): the bound and how far below it the best is."""
+    cert = summary.get("certificate")
+    if not cert:
+        return []
+    if not cert.get("available"):
+        return [("bound", f"none: {cert.get('reason', '')}")]
+    rows: list[tuple[str, Any]] = [
+        ("bound", f"{_num(cert.get('bound'), 7)}: no structure the search can reach under the budgets scores more"),
+        ("gap to the bound", f"{_num(summary.get('gap_pct', cert.get('gap_pct')), 3)} %")]
+    if cert.get("best_from"):
+        rows.append(("best from", f"the {cert['best_from']} (the evolution's best: {_num(cert.get('search_best'), 7)})"))
+    return rows
+
+
 def render_report(summary: dict[str, Any], trials: list[dict[str, Any]] | None = None, *,
                   title: str | None = None) -> str:
     """One self-contained HTML document (plots as embedded PNGs) for a search summary."""
@@ -397,7 +405,7 @@ def render_report(summary: dict[str, Any], trials: list[dict[str, Any]] | None =
                   ("parameters", _mega(costs.get("params"))), ("layers", costs.get("layers", "–")),
                   ("trials", counts.get("trials", "–")), ("evaluated", counts.get("evaluated", "–")),
                   ("rejected (over budget)", counts.get("rejected", "–")), ("failed", counts.get("failed", "–")),
-                  ("seconds", _num(summary.get("seconds"), 3))]),
+                  ("seconds", _num(summary.get("seconds"), 3)), *_certificate_rows(summary)]),
              "<h2>Search</h2>",
              _kv([("space", spec.get("space", "–")), ("sampler", spec.get("sampler", "–")),
                   ("objectives", ", ".join(spec.get("objectives") or []) if spec.get("sampler") == "nsga2" else "–"),

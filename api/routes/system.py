@@ -17,7 +17,7 @@ from zennas_api.schemas import ScoreRequest, ScoreResponse, SessionRequest, Sess
 
 from zennas.cost import costs
 from zennas.errors import StructureError
-from zennas.score import make_scorer
+from zennas.score import score_kind
 from zennas.space import get_space, space_names
 from zennas.space.formats import parse_structure, structure_from_obj
 
@@ -50,14 +50,14 @@ async def score_structure(body: ScoreRequest, _: PrincipalDep) -> ScoreResponse:
         raise StructureError(f"structure: {e.message}", field=f"structure.{e.field}" if e.field else "structure") from e
     h = body.height or body.resolution or 480
     w = body.width or body.resolution or h
-    settings: dict[str, Any] = {}
-    if body.score in ("entropy", "zen", "grad-norm", "synflow"):
-        settings["seed"] = body.seed
-        if body.score_resolution is not None:
-            settings["resolution"] = body.score_resolution
-    elif body.score in ("params", "flops"):
-        settings = {"height": h, "width": w}
-    scorer = make_scorer(body.score, **settings)
+    kind = score_kind(body.score)
+    if kind.sized_by_input:
+        settings: dict[str, Any] = {"height": h, "width": w}
+    else:  # the request's settings go to the scores whose factory takes them (the registry says which)
+        accepted = set(kind.settings())
+        offered = {"seed": body.seed, "resolution": body.score_resolution}
+        settings = {k: v for k, v in offered.items() if v is not None and k in accepted}
+    scorer = kind.build(**settings)
     r = await run_in_threadpool(scorer, s)  # forward passes must not block the event loop
     c = costs(s, h, w)
     return ScoreResponse(score=r.score, score_type=r.name, stage_scores=list(r.stage_scores),

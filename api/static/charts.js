@@ -227,27 +227,12 @@ export function countsBar(width, { evaluated = 0, rejected = 0, failed = 0 }) {
   return svg;
 }
 
-/** Stages as zennas.blocks.backbone.stages: a stage ends before each stride-2 block and at the end. */
-export function stagesOf(blocks) {
-  const ends = [];
-  blocks.forEach((b, i) => { if (b.stride === 2 && i > 0) ends.push(i - 1); });
-  ends.push(blocks.length - 1);
-  const out = [];
-  let total = 1;
-  let last = -1;
-  ends.forEach((end, n) => {
-    for (let i = last + 1; i <= end; i++) total *= blocks[i].stride;
-    out.push({ name: `C${n + 1}`, start: last + 1, end, channels: blocks[end].out, stride: total });
-    last = end;
-  });
-  return out;
-}
-
 /** The chosen backbone: one bar per block (length ~ log channels, thickness ~ depth), kernel and
- * stride beside it, stages bracketed on the right with the outputs the neck takes (C3–C5) marked. */
-export function backbone(width, { structure, height = 480, imgWidth }) {
+ * stride beside it, stages bracketed on the right with the outputs the neck takes (C3–C5) marked.
+ * The stages come from the service (Structure.stage_table(): the one place of the stage rule). */
+export function backbone(width, { structure, stages: given, height = 480, imgWidth }) {
   const blocks = (structure && structure.blocks) || [];
-  const stages = stagesOf(blocks);
+  const stages = given || [];
   const neck = new Set(stages.slice(-3).map((st) => st.name));
   const narrow = width < 560;
   const L = narrow ? 126 : 220;
@@ -268,7 +253,7 @@ export function backbone(width, { structure, height = 480, imgWidth }) {
   const stageOf = (i) => stages.find((st) => st.start <= i && i <= st.end);
   blocks.forEach((b, i) => {
     const st = stageOf(i);
-    const hot = neck.has(st.name);
+    const hot = Boolean(st) && neck.has(st.name);
     const isOut = hot && st.end === i;
     const r = rows[i];
     const t = tops[i];

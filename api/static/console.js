@@ -2,7 +2,7 @@
 // Routes live in the URL fragment (#/, #/new, #/searches/<id>), so the service serves one page.
 
 import { api, ApiError, currentSession, onUnauthorized, searchUrl, signIn, signOut } from './api.js';
-import { backbone, bestCurve, countsBar, draw, paretoFront, populationRange, stagesOf } from './charts.js';
+import { backbone, bestCurve, countsBar, draw, paretoFront, populationRange } from './charts.js';
 import { badge, budgetsText, clear, fmtAge, fmtDuration, fmtInt, fmtNum, h, isoTime } from './dom.js';
 import { newSearchForm } from './form.js';
 
@@ -186,9 +186,9 @@ function fact(label, value, attrs = {}) {
   return h('div', {}, h('dt', {}, label), h('dd', attrs, value));
 }
 
-function structureTable(structure) {
+function structureTable(structure, stages) {
   const blocks = structure.blocks || [];
-  const ends = new Map(stagesOf(blocks).map((st) => [st.end, st.name]));
+  const ends = new Map((stages || []).map((st) => [st.end, st.name]));
   return h('table', { class: 'structure-table' },
     h('caption', { class: 'visually-hidden' }, 'Blocks of the chosen backbone'),
     h('thead', {}, h('tr', {}, ['#', 'type', 'in', 'out', 'stride', 'kernel', 'layers', 'bottleneck', 'stage out']
@@ -315,9 +315,10 @@ function renderJob(initial) {
         ? `The search's result: score ${fmtNum(job.result.best.score)}, ${fmtNum(job.result.best.costs.flops)} FLOPs, `
           + `${fmtNum(job.result.best.costs.params)} parameters, ${job.result.best.costs.layers} layers.`
         : 'The best structure so far (it changes while the search runs).';
-      draw(backboneBox, (w) => backbone(w, { structure, height: spec.height || 480, imgWidth: spec.width }));
+      const stages = job.result && job.result.best ? job.result.best.stages : progress.best_stages;
+      draw(backboneBox, (w) => backbone(w, { structure, stages, height: spec.height || 480, imgWidth: spec.width }));
       const summaryEl = backboneTable.querySelector('summary');
-      backboneTable.replaceChildren(summaryEl, structureTable(structure));
+      backboneTable.replaceChildren(summaryEl, structureTable(structure, stages));
     } else {
       backboneNote.textContent = 'No structure yet: it appears with the first scored candidate.';
     }
@@ -335,7 +336,12 @@ function renderJob(initial) {
       h('span', {}, `Iteration ${fmtInt(done)} / ${fmtInt(total)} (${Math.round(pct)}%)`),
       h('span', {}, `${fmtNum(progress.candidates_per_s || 0, 3)} candidates/s`),
       h('span', {}, FINISHED.has(job.state) ? `finished: ${job.state}` : `ETA ${fmtDuration(eta)}`),
-      h('span', {}, `best ${fmtNum(progress.best_score ?? (job.result && job.result.best && job.result.best.score))}`));
+      h('span', {}, `best ${fmtNum(progress.best_score ?? (job.result && job.result.best && job.result.best.score))}`),
+      ...(job.result && Number.isFinite(job.result.bound)
+        ? [h('span', { title: 'no structure the search can reach under the budgets scores more (optimality certificate)' },
+          `bound ${fmtNum(job.result.bound, 6)}: best ${fmtNum(job.result.gap_pct, 3)} % below`
+          + (job.result.certificate && job.result.certificate.best_from ? ' (from the bound programme)' : ''))]
+        : []));
     const counts = (job.result && job.result.counts) || progress;
     const ev = counts.evaluated || 0;
     const rej = counts.rejected || 0;

@@ -24,21 +24,8 @@ class Stage:
 
 
 def stages(structure: Structure) -> list[Stage]:
-    """A stage ends at the block before each stride-2 block, and at the last block (MAE-DET's rule)."""
-    ends: list[int] = []
-    for i, b in enumerate(structure.blocks):
-        if b.stride == 2 and i > 0:
-            ends.append(i - 1)
-    ends.append(len(structure.blocks) - 1)
-    out: list[Stage] = []
-    total = 1
-    strides = [b.stride for b in structure.blocks]
-    for n, end in enumerate(ends):
-        total = 1
-        for s in strides[: end + 1]:
-            total *= s
-        out.append(Stage(f"C{n + 1}", end, structure.blocks[end].out_channels, total))
-    return out
+    """The backbone's stages (the rule is :meth:`Structure.stages`)."""
+    return [Stage(t["name"], t["end"], t["channels"], t["stride"]) for t in structure.stage_table()]
 
 
 class Backbone(nn.Module):

@@ -22,7 +22,7 @@ from functools import lru_cache
 from typing import Any
 
 from zennas.cost import block_cost
-from zennas.score.base import DETECTION_WEIGHTS, ScoreResult, check_weights, register_score, weigh
+from zennas.score.base import DETECTION_WEIGHTS, ScoreResult, check_weights, weigh
 from zennas.space.structure import Block, Structure
 
 
@@ -36,11 +36,12 @@ def stage_values(structure: Structure) -> tuple[float, ...]:
     blocks = structure.blocks
     values: list[float] = []
     acc = 0.0
-    last = len(blocks) - 1
-    for i, b in enumerate(blocks):
-        acc += _block_log_std(b)
-        if i == last or blocks[i + 1].stride == 2:
-            values.append(acc + math.log(b.out_channels))
+    first = 0
+    for last in structure.stage_ends():
+        for b in blocks[first:last + 1]:
+            acc += _block_log_std(b)
+        values.append(acc + math.log(blocks[last].out_channels))
+        first = last + 1
     return tuple(values)
 
 
@@ -76,6 +77,5 @@ def block_log_std(structure: Structure) -> list[float]:
     return [x for b in structure.blocks for x in block_cost(b).log_std]
 
 
-@register_score("entropy-analytic")
 def _make(*, stage_weights: Sequence[float] = DETECTION_WEIGHTS) -> EntropyAnalytic:
     return EntropyAnalytic(stage_weights=tuple(stage_weights))

@@ -73,34 +73,88 @@ def weigh(stage_values: Sequence[float], weights: Sequence[float], structure_sta
     return tuple(v * w if w != 0 else 0.0 for v, w in zip(stage_values, weights, strict=True))
 
 
-_SCORERS: dict[str, Callable[..., Scorer]] = {}
+@dataclass(frozen=True)
+class ScoreKind:
+    """A registered score and what it can do, as data: the search, the service and the CLI read these
+    instead of lists of names, so a score added with :func:`register_score` is searched, served and
+    listed like the built-in ones."""
+
+    name: str  # the name scores are asked for by ("entropy", ...)
+    factory: Callable[..., Scorer] | str  # the factory, or "module:attribute" imported on first use
+    forward_pass: bool  # runs a model: searches send it to the evaluation backend (Ray actors)
+    sized_by_input: bool = False  # takes the budgets' input size (height, width) as its own
+    description: str = ""
+
+    def _factory(self) -> Callable[..., Scorer]:
+        if callable(self.factory):
+            return self.factory
+        import importlib
+
+        module, attr = self.factory.split(":")
+        f: Callable[..., Scorer] = getattr(importlib.import_module(module), attr)
+        return f
+
+    def settings(self) -> tuple[str, ...]:
+        """The keyword settings the factory accepts (from its signature)."""
+        import inspect
+
+        params = inspect.signature(self._factory()).parameters.values()
+        return tuple(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+    def build(self, **settings: Any) -> Scorer:
+        try:
+            return self._factory()(**settings)
+        except TypeError as e:
+            raise SpecError(f"score {self.name!r}: {e}", field="score") from e
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "forward_pass": self.forward_pass, "sized_by_input": self.sized_by_input,
+                "settings": list(self.settings()), "description": self.description}
 
 
-def register_score(name: str) -> Callable[[Callable[..., Scorer]], Callable[..., Scorer]]:
+# the built-in scores: factories named, not imported, so looking a score up never imports torch
+_KINDS: dict[str, ScoreKind] = {k.name: k for k in (
+    ScoreKind("entropy-analytic", "zennas.score.analytic:_make", forward_pass=False,
+              description="MAE-DET multi-scale entropy in closed form (no forward pass)"),
+    ScoreKind("entropy", "zennas.score.entropy:_make", forward_pass=True,
+              description="MAE-DET multi-scale entropy from a forward pass at Gaussian init"),
+    ScoreKind("zen", "zennas.score.zen:_make", forward_pass=True, description="Zen-NAS's Zen-score"),
+    ScoreKind("params", "zennas.score.baselines:_params", forward_pass=False, sized_by_input=True,
+              description="baseline: log of the parameter count"),
+    ScoreKind("flops", "zennas.score.baselines:_flops", forward_pass=False, sized_by_input=True,
+              description="baseline: log of the FLOPs at the input size"),
+    ScoreKind("grad-norm", "zennas.score.baselines:_grad_norm", forward_pass=True,
+              description="baseline: gradient norm at init"),
+    ScoreKind("synflow", "zennas.score.baselines:_synflow", forward_pass=True, description="baseline: SynFlow"),
+)}
+
+
+def register_score(name: str, *, forward_pass: bool, sized_by_input: bool = False,
+                   description: str = "") -> Callable[[Callable[..., Scorer]], Callable[..., Scorer]]:
+    """Register a score factory (a decorator) with its capabilities; a duplicate name is an error."""
     def deco(factory: Callable[..., Scorer]) -> Callable[..., Scorer]:
-        if name in _SCORERS:
-            raise KeyError(f"score {name!r} is already registered by {_SCORERS[name].__module__}")
-        _SCORERS[name] = factory
+        if name in _KINDS:
+            owner = _KINDS[name].factory
+            where = owner if isinstance(owner, str) else owner.__module__
+            raise KeyError(f"score {name!r} is already registered by {where}")
+        _KINDS[name] = ScoreKind(name, factory, forward_pass, sized_by_input, description)
         return factory
 
     return deco
 
 
-def _load_all() -> None:
-    from zennas.score import analytic, baselines, entropy, zen  # noqa: F401
-
-
 def score_names() -> list[str]:
-    _load_all()
-    return sorted(_SCORERS)
+    return sorted(_KINDS)
+
+
+def score_kind(name: str) -> ScoreKind:
+    """The registered score ``name``; an unknown name is a :class:`SpecError` naming the field."""
+    kind = _KINDS.get(name)
+    if kind is None:
+        raise SpecError(f"unknown score {name!r} (known: {', '.join(sorted(_KINDS))})", field="score")
+    return kind
 
 
 def make_scorer(name: str, **settings: Any) -> Scorer:
     """Build a configured scorer by name; unknown names and settings name the field at fault."""
-    _load_all()
-    if name not in _SCORERS:
-        raise SpecError(f"unknown score {name!r} (known: {', '.join(sorted(_SCORERS))})", field="score")
-    try:
-        return _SCORERS[name](**settings)
-    except TypeError as e:
-        raise SpecError(f"score {name!r}: {e}", field="score") from e
+    return score_kind(name).build(**settings)

@@ -18,7 +18,7 @@ import torch
 
 from zennas.cost import check_size, costs
 from zennas.score._torch import torch_threads
-from zennas.score.base import ScoreResult, register_score
+from zennas.score.base import ScoreResult
 from zennas.score.entropy import _first
 from zennas.space.structure import Structure
 
@@ -93,23 +93,19 @@ def _stage_ends(structure: Structure) -> list[int]:
     return [s.end_block for s in stages(structure)]
 
 
-@register_score("params")
 def _params(*, resolution: int | None = None, height: int | None = None, width: int | None = None) -> CostProxy:
     return CostProxy("params", _first(height, resolution, 480), _first(width, resolution, 480))
 
 
-@register_score("flops")
 def _flops(*, resolution: int | None = None, height: int | None = None, width: int | None = None) -> CostProxy:
     return CostProxy("flops", _first(height, resolution, 480), _first(width, resolution, 480))
 
 
-@register_score("grad-norm")
 def _grad_norm(*, resolution: int | None = None, height: int | None = None, width: int | None = None,
                batch: int = 2, seed: int = 0, threads: int | None = None) -> GradProxy:
     return GradProxy("grad-norm", _first(height, resolution, 224), _first(width, resolution, 224), batch, seed, threads)
 
 
-@register_score("synflow")
 def _synflow(*, resolution: int | None = None, height: int | None = None, width: int | None = None,
              seed: int = 0, threads: int | None = None) -> GradProxy:
     return GradProxy("synflow", _first(height, resolution, 224), _first(width, resolution, 224), 1, seed, threads)

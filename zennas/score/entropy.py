@@ -35,7 +35,7 @@ from zennas.blocks import build_backbone
 from zennas.cost import check_size
 from zennas.errors import SpecError
 from zennas.score._torch import torch_threads
-from zennas.score.base import DETECTION_WEIGHTS, ScoreResult, check_counts, check_weights, register_score, weigh
+from zennas.score.base import DETECTION_WEIGHTS, ScoreResult, check_counts, check_weights, weigh
 from zennas.space.structure import Structure
 
 _CHUNK = 1 << 24  # floats per chunk of a seed's Gaussian stream (64 MiB)
@@ -183,7 +183,6 @@ def _first(*values: Any) -> Any:
     return next(v for v in values if v is not None)
 
 
-@register_score("entropy")
 def _make(*, resolution: int | None = None, height: int | None = None, width: int | None = None,
           batch: int | None = None, repeat: int | None = None, seed: int = 0, init_std: float = 1.0,
           stage_weights: Sequence[float] = DETECTION_WEIGHTS, reference: bool = False,

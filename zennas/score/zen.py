@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from zennas.cost import check_size
 from zennas.errors import SpecError
 from zennas.score._torch import build_uninitialized, gaussian_, torch_threads
-from zennas.score.base import ScoreResult, check_counts, register_score
+from zennas.score.base import ScoreResult, check_counts
 from zennas.space.structure import Structure
 
 BN_MODES = ("batch", "running")
@@ -116,7 +116,6 @@ def _in_shortcut(unit: nn.Module, bn: nn.Module) -> bool:
     return shortcut is not None and any(m is bn for m in shortcut.modules())
 
 
-@register_score("zen")
 def _make(*, resolution: int | None = None, height: int | None = None, width: int | None = None,
           batch: int = 16, repeat: int = 1, gamma: float = 1e-2, bn_mode: str = "batch",
           seed: int = 0, threads: int | None = None) -> Zen:

@@ -28,13 +28,13 @@ from optuna.trial import TrialState
 
 from zennas.cost import costs
 from zennas.errors import SpecError
-from zennas.score import make_scorer
+from zennas.score import make_scorer, score_kind
 from zennas.search.evaluate import Evaluation, search_evaluator
 from zennas.search.population import Population
 from zennas.search.provenance import provenance
 from zennas.search.rows import WHOLE_BELOW, decode, encode
 from zennas.search.sampler import Evolution, RandomStructures, StructureCodec, constraints_from_attrs
-from zennas.search.spec import ANALYTIC_SCORES, SearchSpec, check_feasible
+from zennas.search.spec import SearchSpec, check_feasible
 from zennas.search.store import Checkpoint, SearchStore, TrialRow
 from zennas.space.mutation import Mutator
 from zennas.space.structure import Block, Structure
@@ -84,13 +84,27 @@ class SearchResult:
     best_curve: list[tuple[int, float]] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    certificate: dict[str, Any] | None = None  # entropy-analytic: the optimality certificate (search/bound.py)
+
+    @property
+    def bound(self) -> float | None:
+        """No structure the search can reach under the budgets scores more (None: no certificate)."""
+        return self.certificate.get("bound") if self.certificate else None
+
+    @property
+    def gap_pct(self) -> float | None:
+        """How far the best structure is below :attr:`bound`, in percent."""
+        return self.certificate.get("gap_pct") if self.certificate else None
 
     def summary(self) -> dict[str, Any]:
         return {
             "search_id": self.search_id,
             "spec": self.spec,
             "best": {"score": self.best_score, "structure": self.best_structure.to_dict(),
-                     "costs": self.best_costs},
+                     "stages": self.best_structure.stage_table(), "costs": self.best_costs},
+            "bound": self.bound,
+            "gap_pct": self.gap_pct,
+            "certificate": self.certificate,
             "counts": {"trials": self.n_trials, "evaluated": self.evaluated, "rejected": self.rejected,
                        "failed": self.failed},
             "seconds": self.seconds,
@@ -227,7 +241,7 @@ class Search:
         self.stopped = False
         self.budgets = spec.effective_budgets(self.space)
         self.start = spec.start_structure(self.space)
-        self.driver_scored = spec.score in ANALYTIC_SCORES
+        self.driver_scored = not score_kind(spec.score).forward_pass
         self.needs_latency = self.budgets.latency_ms is not None or (
             spec.sampler == "nsga2" and "latency" in spec.objectives)
         if (not self.driver_scored or self.needs_latency) and backend is None:
@@ -523,6 +537,7 @@ class Search:
             "eta_s": remaining / rate if rate > 0 else None,
             "best_score": best[1] if best else None,
             "best_structure": best[0].to_dict() if best else None,
+            "best_stages": best[0].stage_table() if best else None,
             "population": {"size": len(scores), "min": min(scores), "median": statistics.median(scores),
                            "max": max(scores), "mean": statistics.fmean(scores)} if scores else None,
             "pareto_front": cp.state.get("pareto_points") if self.spec.sampler == "nsga2" else None,
@@ -544,6 +559,12 @@ class Search:
                 row = self.store.trials(self.search_id, offset=chosen["number"], limit=1)
                 if row:
                     best_s = decode(row[0]["structure"])
+        cert = self._certificate(best_score) if cp.finished else None
+        if cert and cert.get("better") and self.spec.sampler == "evolution" and self.budgets.latency_ms is None:
+            # the bound programme's structure beats the evolution's best: return it, and say so
+            cert["search_best_structure"] = best_s.to_dict()
+            best_s, best_score = Structure.from_dict(cert["structure"]), cert["score"]
+            cert["best_from"] = "bound programme"
         c = costs(best_s, self.spec.height, self.spec.width)
         return SearchResult(
             search_id=self.search_id, spec=self.spec.to_dict(), best_structure=best_s, best_score=best_score,
@@ -551,8 +572,18 @@ class Search:
             n_trials=cp.n_trials, evaluated=counts["evaluated"], rejected=counts["rejected"],
             failed=counts["failed"], seconds=st.get("elapsed", time.perf_counter() - t_start),
             pareto_front=front, best_curve=[tuple(x) for x in st.get("best_curve", [])],  # type: ignore[misc]
-            provenance=provenance(), timings=st.get("timings", {}),
+            provenance=provenance(), timings=st.get("timings", {}), certificate=cert,
         )
+
+    def _certificate(self, best_score: float) -> dict[str, Any] | None:
+        """For the closed-form entropy score: the bound on what the space holds under the budgets."""
+        if self.spec.score != "entropy-analytic":
+            return None
+        from zennas.search.bound import certificate
+
+        weights = self.spec.score_settings.get("stage_weights", self.space.stage_weights)
+        return certificate(self.space, self.start, budgets=self.budgets, height=self.spec.height,
+                           width=self.spec.width, weights=weights, sampler=self.spec.sampler, best_score=best_score)
 
 
 def run_search(spec: SearchSpec, **kwargs: Any) -> SearchResult:

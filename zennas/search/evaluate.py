@@ -51,15 +51,14 @@ class Position:
 
 
 def positions(start: Structure, height: int, width: int) -> tuple[Position, ...]:
-    """The block positions of every structure that shares ``start``'s strides. A stage ends before
-    each stride-2 block and at the last block (MAE-DET's C1..C5 rule)."""
-    blocks = start.blocks
-    n = len(blocks)
+    """The block positions of every structure that shares ``start``'s strides, with the stages of
+    :meth:`Structure.stages` (MAE-DET's C1..C5 rule)."""
+    ends = set(start.stage_ends())  # the one stage rule (Structure.stages)
     out: list[Position] = []
     h, w = float(height), float(width)
     stage = 0
-    for i, b in enumerate(blocks):
-        end = i == n - 1 or blocks[i + 1].stride == 2
+    for i, b in enumerate(start.blocks):
+        end = i in ends
         out.append(Position(i, h, w, stage, end))
         h /= b.stride
         w /= b.stride

@@ -9,12 +9,11 @@ from typing import Any
 
 from zennas.cost import costs
 from zennas.errors import SpaceError, SpecError, StructureError
+from zennas.score.base import score_kind
 from zennas.space.space import SearchSpace, check_structure_in_space, get_space, space_from_dict
 from zennas.space.structure import Block, Structure
 
 SAMPLERS = ("evolution", "nsga2", "random")
-FORWARD_SCORES = ("entropy", "zen", "grad-norm", "synflow")
-ANALYTIC_SCORES = ("entropy-analytic", "params", "flops")
 NSGA2_OBJECTIVES = ("flops", "params", "latency")
 
 
@@ -59,7 +58,7 @@ class LatencySpec:
 class SearchSpec:
     space: str = "detection-k1kxk1"  # a shipped space name, or "inline" with space_doc
     space_doc: Mapping[str, Any] | None = None  # an inline space document (same schema as the YAML)
-    score: str = "entropy-analytic"  # entropy-analytic | entropy | zen | params | flops | grad-norm | synflow
+    score: str = "entropy-analytic"  # a registered score (zennas.score.score_names())
     score_settings: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"resolution": 224}
     height: int = 480  # input size the budgets are counted at
     width: int = 480
@@ -106,8 +105,9 @@ class SearchSpec:
                 raise bad(f, f"must be a positive multiple of 32, got {v!r}")
         if self.sampler not in SAMPLERS:
             raise bad("sampler", f"must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
-        if self.score not in FORWARD_SCORES + ANALYTIC_SCORES:
-            raise bad("score", f"must be one of {', '.join(ANALYTIC_SCORES + FORWARD_SCORES)}, got {self.score!r}")
+        if not isinstance(self.score, str):
+            raise bad("score", f"must be a score name, got {self.score!r}")
+        score_kind(self.score)  # an unknown score names the field
         for o in self.objectives:
             if o not in NSGA2_OBJECTIVES:
                 raise bad("objectives", f"entries must be among {', '.join(NSGA2_OBJECTIVES)}, got {o!r}")
@@ -150,6 +150,11 @@ class SearchSpec:
             return getattr(d, f) if v is None else v
 
         return Budgets(**{f: pick(f) for f in BUDGET_FIELDS})
+
+    def needs_backend(self, budgets: Budgets) -> bool:
+        """Whether evaluation leaves the driver: a forward-pass score, or latency to measure."""
+        return score_kind(self.score).forward_pass or budgets.latency_ms is not None or (
+            self.sampler == "nsga2" and "latency" in self.objectives)
 
     def warmup_size(self) -> int | None:
         """The evolution's population during the warm-up, or None when there is no warm-up."""

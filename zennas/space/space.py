@@ -92,7 +92,7 @@ def check_structure_in_space(space: SearchSpace, structure: Structure, where: st
                 f"(allowed: {', '.join(allowed)})",
                 field=f"{where}.blocks[{i}].type",
             )
-    n_stages = 1 + sum(1 for b in structure.blocks[1:] if b.stride == 2)
+    n_stages = len(structure.stages())
     if n_stages != space.stages:
         raise SpaceError(
             f"{where} has {n_stages} stages but space {space.name!r} needs {space.stages} "

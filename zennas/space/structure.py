@@ -192,6 +192,35 @@ class Structure:
     def out_channels(self) -> int:
         return self.blocks[-1].out_channels
 
+    def stages(self) -> tuple[tuple[int, int], ...]:
+        """The stages C1..Cn as (first, last) block indices, inclusive. The one place of MAE-DET's stage
+        rule: a stage ends at the block before each stride-2 block and at the last block."""
+        blocks = self.blocks
+        last = len(blocks) - 1
+        out: list[tuple[int, int]] = []
+        first = 0
+        for i in range(len(blocks)):
+            if i == last or blocks[i + 1].stride == 2:
+                out.append((first, i))
+                first = i + 1
+        return tuple(out)
+
+    def stage_ends(self) -> tuple[int, ...]:
+        """The index of the last block of each stage (see :meth:`stages`)."""
+        return tuple(last for _, last in self.stages())
+
+    def stage_table(self) -> list[dict[str, Any]]:
+        """The stages as plain data (what the service returns, what the console and report draw):
+        name (C1..Cn), first and last block, output channels, total stride w.r.t. the input image."""
+        out: list[dict[str, Any]] = []
+        total = 1
+        for n, (first, last) in enumerate(self.stages()):
+            for b in self.blocks[first:last + 1]:
+                total *= b.stride
+            out.append({"name": f"C{n + 1}", "start": first, "end": last,
+                        "channels": self.blocks[last].out_channels, "stride": total})
+        return out
+
     def replace_block(self, index: int, **changes: Any) -> Structure:
         blocks = list(self.blocks)
         blocks[index] = blocks[index]._replace(**changes)
