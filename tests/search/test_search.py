@@ -225,7 +225,6 @@ def test_a_50k_search_streams_its_history_to_the_store_in_flat_memory(tmp_path: 
 def test_evolution_sampler_drives_the_same_evolution_from_an_optuna_study() -> None:
     """EvolutionSampler (for users' own Optuna studies) proposes exactly what Evolution proposes with
     generations of one trial, and learns from the values told."""
-
     from zennas.search import Evolution, EvolutionSampler
     from zennas.search.evaluate import search_evaluator
     from zennas.space.mutation import Mutator
