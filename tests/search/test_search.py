@@ -245,3 +245,41 @@ def test_a_50k_search_streams_its_history_to_the_store_in_flat_memory(tmp_path: 
     at_10k = max(b for n, b in held if n <= 10_000)
     late = max(b for n, b in held)
     assert late - at_10k < 4 << 20, (at_10k, late)
+
+
+def test_evolution_sampler_drives_the_same_evolution_from_an_optuna_study() -> None:
+    """EvolutionSampler (for users' own Optuna studies) proposes exactly what Evolution proposes with
+    generations of one trial, and learns from the values told."""
+    from zennas.search import Evolution, EvolutionSampler
+    from zennas.search.evaluate import search_evaluator
+    from zennas.space.mutation import Mutator
+
+    sp = get_space("detection-k1kxk1")
+    ev = search_evaluator(sp.start, 480, 480, score="entropy-analytic", settings={},
+                          stage_weights=sp.stage_weights, flops=188e8, layers=91)
+    start_score = ev.score(ev(sp.start))
+
+    def pop() -> Population:
+        p = Population(8)
+        p.seed(sp.start, start_score, 8)
+        return p
+
+    sampler = EvolutionSampler(mutator=Mutator(sp, budget_layers=91), population=pop(), seed=5)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    via_optuna = []
+    for _ in range(200):
+        t = study.ask()
+        s = sampler.candidate(t.number)
+        e = ev(s)
+        via_optuna.append(s)
+        if e.reason is None:
+            study.tell(t, ev.score(e))
+        else:
+            study.tell(t, state=optuna.trial.TrialState.PRUNED)
+    direct = Evolution(mutator=Mutator(sp, budget_layers=91), population=pop(), seed=5)
+    for n, expected in enumerate(via_optuna):
+        (s,) = direct.propose(range(n, n + 1))
+        assert s == expected
+        e = ev(s)
+        direct.tell(n, s, ev.score(e) if e.reason is None else None)
+    assert len(set(via_optuna)) > 100  # a real walk, not the start over and over

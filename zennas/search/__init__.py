@@ -15,6 +15,7 @@ _EXPORTS = {
     "Search": "zennas.search.driver",
     "SearchResult": "zennas.search.driver",
     "run_search": "zennas.search.driver",
+    "Evolution": "zennas.search.sampler",
     "EvolutionSampler": "zennas.search.sampler",
     "StructureCodec": "zennas.search.sampler",
     "Budgets": "zennas.search.spec",
