@@ -99,7 +99,7 @@ def read_session(engine: Engine | None, value: str, secret_key: str) -> Principa
         payload = base64.urlsafe_b64decode(b.encode())
     except (ValueError, TypeError):
         return None
-    if not hmac.compare_digest(sig, _sign(payload, secret_key)):
+    if not sig.isascii() or not hmac.compare_digest(sig, _sign(payload, secret_key)):  # str compare: ASCII only
         return None
     d = json.loads(payload)
     if d["e"] < time.time():

@@ -17,6 +17,7 @@ from zennas_api.problems import Problem
 from zennas_api.queue import FINISHED, STATES, Job, etag
 from zennas_api.schemas import SearchCreate, SearchList, SearchPublic
 
+from zennas.admission import admit_spec
 from zennas.errors import SpecError, StructureError
 from zennas.search import SearchSpec, check_feasible
 from zennas.search.driver import PROGRESS_SCHEMA
@@ -109,12 +110,9 @@ def to_spec(body: SearchCreate, settings: SettingsDep) -> SearchSpec:
         budgets=Budgets(**body.budgets.model_dump()), population=body.population, iterations=body.iterations,
         generation=body.generation, checkpoint_every=body.checkpoint_every, sampler=body.sampler,
         latency=LatencySpec(**body.latency.model_dump()),
-        objectives=tuple(body.objectives), seed=body.seed, start=start)
+        objectives=tuple(body.objectives), seed=body.seed, start=start, limits=settings.limits)
+    admit_spec(spec, settings.limits)  # score settings, sizes, and the start's forward passes: before it is stored
     check_feasible(spec)
-    if spec.score not in ("entropy-analytic", "params", "flops"):
-        from zennas.score import make_scorer
-
-        make_scorer(spec.score, **dict(spec.score_settings))  # bad score settings fail now, not in the worker
     return spec
 
 
@@ -221,7 +219,7 @@ async def search_events(search_id: str, request: Request, queue: QueueDep, princ
 
 @router.get("/{search_id}/trials")
 def search_trials(search_id: str, request: Request, queue: QueueDep, principal: PrincipalDep,
-                  offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                  offset: Annotated[int, Query(ge=0, le=2**62)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                   front: bool = False) -> dict[str, Any]:
     job = _load(queue, principal, search_id)
     if front or (job.spec.get("sampler") == "nsga2" and front):

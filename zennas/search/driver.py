@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 from zennas.cost import costs
 from zennas.errors import SpecError
+from zennas.admission import CandidateCheck
 from zennas.score import make_scorer
 from zennas.search.evaluate import CostRecord, DriverEvaluator
 from zennas.search.population import Population
@@ -151,6 +152,8 @@ class Search:
         self._driver_scorer = make_scorer(spec.score, **dict(spec.score_settings)) if (
             self.driver_scored and spec.score != "entropy-analytic") else None
         self.mutator = Mutator(self.space, budget_layers=self.budgets.layers, height=spec.height, width=spec.width)
+        # the service's evaluation limits: a candidate whose forward pass would break them is rejected
+        self._admit = CandidateCheck(spec, spec.limits) if spec.limits is not None else None
 
     # -- scoring helpers ---------------------------------------------------------------------
     def _driver_score(self, s: Structure) -> float:
@@ -258,6 +261,8 @@ class Search:
                 reason = self.evaluator.violated(c)
                 rec: dict[str, Any] = {"number": number, "state": "complete", "reason": reason, "score": None,
                                        "latency_ms": None, "worker": "driver", "attempts": 0, "seconds": 0.0}
+                if reason is None and self._admit is not None and (self.needs_latency or not self.driver_scored):
+                    reason = rec["reason"] = self._admit(s, score=not self.driver_scored, latency=self.needs_latency)
                 if reason is not None:
                     rec["state"] = "rejected"
                 elif self.needs_latency or not self.driver_scored:
@@ -373,6 +378,8 @@ class Search:
                 out.append(have / limit - 1.0)
         if b.latency_ms is not None and rec.get("latency_ms") is not None:
             out.append(rec["latency_ms"] / b.latency_ms - 1.0)
+        if rec.get("reason") in ("memory", "compute", "size"):  # over the service's evaluation limits
+            out.append(1.0)
         return out
 
     def _replay_history(self, study: optuna.Study, codec: StructureCodec) -> None:
