@@ -53,6 +53,8 @@ def worker_main(conn: Connection, memory_cap: int | None) -> None:
     if memory_cap is not None:
         limit = _vm_size() + memory_cap  # above what the interpreter and torch already map
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    make_scorer("entropy")  # imports every score's module now, not in the first evaluation's time
+    conn.send({"ready": True})
     while True:
         try:
             msg = conn.recv()
@@ -116,6 +118,8 @@ class ScorePool:
     _tenants: dict[str, int] = field(default_factory=dict)
     started: int = 0  # worker processes started so far (a test can see that nothing was)
 
+    START_SECONDS = 120.0  # a worker's start-up (a Python process importing torch), not counted in the timeout
+
     def _start(self) -> _Worker:
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
@@ -125,16 +129,20 @@ class ScorePool:
         self.started += 1
         w = _Worker(proc, parent)
         self._all = [x for x in self._all if x.alive()] + [w]
+        if not parent.poll(self.START_SECONDS):
+            w.kill()
+            raise _Died("the score worker did not start")
+        parent.recv()  # {"ready": True}
         log.info("score worker %d started (pid %s)", self.started, proc.pid)
         return w
 
     def _call(self, w: _Worker | None, msg: dict[str, Any], timeout: float) -> tuple[_Worker, dict[str, Any]]:
         """In a thread: send one evaluation, wait for its answer or the deadline."""
-        if w is None or not w.alive():
-            if w is not None:
-                w.kill()
-            w = self._start()
         try:
+            if w is None or not w.alive():
+                if w is not None:
+                    w.kill()
+                w = self._start()
             w.conn.send(msg)
             if not w.conn.poll(timeout):
                 w.kill()

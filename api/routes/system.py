@@ -84,11 +84,16 @@ async def score_structure(body: ScoreRequest, request: Request, principal: Princ
             e.field or "", e.field or "score")
         raise SpecError(e.message, field=f) from e
     c = costs(s, h, w)
-    if scorer.forward_pass:
-        # estimated before anything runs; then run in a worker process, never here
+    if scorer.forward_pass:  # the size and cost checks first: they name the block at fault
         admit_scorer(scorer, s, limits, structure_field="structure",
                      setting_field=lambda n: "score_resolution" if n in ("height", "width", "resolution") else None,
                      scaled=body.score_resolution is not None)
+    weights = getattr(scorer, "stage_weights", None)
+    n_stages = 1 + sum(1 for b in s.blocks[1:] if b.stride == 2)  # zennas.blocks.stages, without torch
+    if weights is not None and len(weights) != n_stages:
+        raise StructureError(f"structure has {n_stages} stages (a stage ends before each stride-2 block and at the "
+                             f"last block); score {body.score!r} weighs {len(weights)}", field="structure")
+    if scorer.forward_pass:  # estimated and admitted above; run in a worker process, never here
         r = await score_pool(request).run(principal.tenant, {
             "structure": [b.to_dict() for b in s.blocks], "score": body.score, "settings": score_settings})
     else:

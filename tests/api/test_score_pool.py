@@ -24,7 +24,9 @@ SLOW = {"structure": [STEM, {"type": "SuperResK1KXK1", "in": 32, "out": 128, "st
 # 15 GB of conv weights: admitted here (the memory limit is raised to 64 GiB) but beyond the worker's
 # 1 GiB address-space cap, so the allocation fails inside the worker
 HUGE = {"structure": [STEM, {"type": "SuperResK1KXK1", "in": 32, "out": 256, "stride": 2, "kernel": 15, "layers": 1,
-                             "bottleneck": 4096}], "score": "entropy"}
+                             "bottleneck": 4096}] + [
+    {"type": "SuperResK1KXK1", "in": 256, "out": 256, "stride": 2, "kernel": 3, "layers": 1, "bottleneck": 16}] * 3,
+    "score": "entropy"}
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +47,8 @@ def pool_server(databases: Any, tmp_path_factory: pytest.TempPathFactory) -> Any
 
 
 def score(server: Any, key: str, body: dict[str, Any]) -> Any:
-    with server.client(key, timeout=120) as c:
-        return c.post("/v1/score", json=body)
+    with server.client(key) as c:
+        return c.post("/v1/score", json=body, timeout=120)
 
 
 @pytest.mark.timeout(180)
@@ -78,6 +80,9 @@ def test_allocation_failure_is_503_and_worker_survives(pool_server: Any) -> None
     r = score(server, keys["q"], HUGE)
     body = assert_problem(r, 503, "structure")
     assert "memory" in body["detail"].lower(), body
-    r = score(server, keys["q"], {"structure": SMALL, "score": "entropy"})
+    five_stages = [STEM] + [{"type": "SuperResK1KXK1", "in": c, "out": 2 * c, "stride": 2, "kernel": 3, "layers": 1,
+                             "bottleneck": c // 2} for c in (32, 64, 128, 256)]
+    r = score(server, keys["q"], {"structure": five_stages, "score": "entropy"})
     assert r.status_code == 200, r.text
+    assert_problem(score(server, keys["q"], {"structure": SMALL, "score": "entropy"}), 422, "structure")
     assert server.alive()
