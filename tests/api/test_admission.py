@@ -140,7 +140,7 @@ def test_search_refused_before_it_is_stored(tenant_client: tuple[Any, httpx.Clie
 @pytest.mark.timeout(60)
 def test_forward_pass_search_within_limits_is_accepted(tenant_client: tuple[Any, httpx.Client, str]) -> None:
     """The bounds are not vacuous: the same kinds of request within them are accepted (and then cancelled)."""
-    service, c, t = tenant_client
+    _, c, _ = tenant_client
     for spec in ({"score": "entropy", "score_settings": {"batch": 2, "threads": 1}},
                  {"score": "params", "score_settings": {"resolution": 224}},
                  {"space_doc": space_doc(max_channels=1024), "latency": {"runs": 20, "batch": 4, "threads": 2}}):
@@ -204,7 +204,7 @@ def test_score_refused(tenant_client: tuple[Any, httpx.Client, str], kwargs: dic
 @pytest.mark.timeout(120)
 def test_forward_pass_score_runs_in_a_worker(tenant_client: tuple[Any, httpx.Client, str]) -> None:
     """Within the limits, a forward-pass score runs (in a score worker process) and answers 200."""
-    service, c, _ = tenant_client
+    _, c, _ = tenant_client
     structure = [STEM, block(64, 16, 3), block(128, 32, 3, cin=64), block(256, 64, 3, cin=128),
                  block(512, 64, 3, cin=256)]
     r = c.post("/v1/score", json={"structure": structure, "score": "entropy", "seed": 3}, timeout=90)

@@ -17,9 +17,9 @@ from typing import Any, Protocol
 import optuna
 from optuna.trial import TrialState
 
+from zennas.admission import CandidateCheck
 from zennas.cost import costs
 from zennas.errors import SpecError
-from zennas.admission import CandidateCheck
 from zennas.score import make_scorer
 from zennas.search.evaluate import CostRecord, DriverEvaluator
 from zennas.search.population import Population

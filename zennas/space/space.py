@@ -24,7 +24,6 @@ from zennas.errors import SpaceError, StructureError
 from zennas.space.kinds import BLOCK_KINDS
 from zennas.space.structure import Structure
 
-
 MAX_NAME = 100  # characters of a space's name
 MAX_DESCRIPTION = 4000  # characters of its description
 
