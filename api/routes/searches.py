@@ -123,8 +123,18 @@ def _load(queue: QueueDep, principal: PrincipalDep, search_id: str) -> Job:
     return job
 
 
+# OpenAPI links from a created search to the operations on it (clients and stateful fuzzing follow them)
+_LINKED = {"GetSearch": "get_search_v1_searches__search_id__get",
+           "CancelSearch": "cancel_search_v1_searches__search_id__cancel_post",
+           "SearchTrials": "search_trials_v1_searches__search_id__trials_get",
+           "DownloadBackbone": "download_backbone_v1_searches__search_id__backbone_get",
+           "DeleteSearch": "delete_search_v1_searches__search_id__delete"}
+_LINKS = {name: {"operationId": op, "parameters": {"search_id": "$response.body#/id"}} for name, op in _LINKED.items()}
+
+
 @router.post("", status_code=202, response_model=SearchPublic,
-             responses={202: {"description": "accepted; poll Location"}, 422: {"description": "invalid spec"}})
+             responses={202: {"description": "accepted; poll Location", "links": _LINKS},
+                        422: {"description": "invalid spec"}})
 def create_search(body: SearchCreate, request: Request, response: Response, queue: QueueDep,
                   principal: PrincipalDep, settings: SettingsDep,
                   idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> SearchPublic:
