@@ -30,10 +30,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
+from functools import lru_cache
 from typing import Any
 
 from zennas.errors import ZenNASError
-from zennas.space.structure import Structure
+from zennas.space.structure import Block, Structure
 
 GiB = 1 << 30
 FLOAT = 4  # bytes of a float32
@@ -160,38 +161,46 @@ def block_ops(structure: Structure, height: int, width: int) -> Iterator[Op]:
     are identical, so each is yielded once with its ``count``."""
     h, w = height, width
     for i, b in enumerate(structure.blocks):
-        k, s = b.kernel, b.stride
-        if b.type == "ConvKXBNRELU":
-            op = _conv(i, True, b.in_channels, b.out_channels, k, s, h, w)
-            yield op
-            h, w = op.ho, op.wo
-        elif b.type == "S2D":
-            ho, wo = h // 2, w // 2
-            yield Op(i, "s2d", True, b.in_channels, 4 * b.in_channels, 2, 2, 1, h, w, ho, wo)
-            yield _conv(i, True, 4 * b.in_channels, b.out_channels, 1, 1, ho, wo)
-            if b.layers > 1:
-                yield _conv(i, True, b.out_channels, b.out_channels, k, 1, ho, wo, count=b.layers - 1)
-            h, w = ho, wo
-        else:  # the bottleneck types (SuperResK1KXK1, SuperResK1DWK1)
-            from zennas.cost import BOTTLENECK_DEPTHWISE
+        ops, (h, w) = _block_ops(b, i, h, w)
+        yield from ops
 
-            depthwise = BOTTLENECK_DEPTHWISE[b.type]
-            btn = b.bottleneck or 0
-            for first, n in ((True, 1), (False, b.layers - 1)):
-                if n <= 0:
-                    continue
-                cin, st = (b.in_channels, s) if first else (b.out_channels, 1)
-                c1 = _conv(i, True, cin, btn, 1, 1, h, w, count=n)
-                c2 = _conv(i, True, btn, btn, k, st, h, w, groups=btn if depthwise else 1, count=n)
-                c3 = _conv(i, True, btn, b.out_channels, 1, 1, c2.ho, c2.wo, count=n)
-                yield from (c1, c2, c3)
-                sh, sw = h, w
-                if st == 2:
-                    sh, sw = -(-h // 2), -(-w // 2)  # AvgPool2d(2, 2, ceil_mode=True)
-                    yield Op(i, "pool", False, cin, cin, 2, 2, 1, h, w, sh, sw, n)
-                if cin != b.out_channels:
-                    yield _conv(i, False, cin, b.out_channels, 1, 1, sh, sw, count=n)
-                h, w = c2.ho, c2.wo
+
+@lru_cache(maxsize=1 << 14)  # a mutation changes one or two blocks: the others' ops are reused
+def _block_ops(b: Block, i: int, h: int, w: int) -> tuple[tuple[Op, ...], tuple[int, int]]:
+    k, s = b.kernel, b.stride
+    ops: list[Op] = []
+    if b.type == "ConvKXBNRELU":
+        op = _conv(i, True, b.in_channels, b.out_channels, k, s, h, w)
+        ops.append(op)
+        h, w = op.ho, op.wo
+    elif b.type == "S2D":
+        ho, wo = h // 2, w // 2
+        ops.append(Op(i, "s2d", True, b.in_channels, 4 * b.in_channels, 2, 2, 1, h, w, ho, wo))
+        ops.append(_conv(i, True, 4 * b.in_channels, b.out_channels, 1, 1, ho, wo))
+        if b.layers > 1:
+            ops.append(_conv(i, True, b.out_channels, b.out_channels, k, 1, ho, wo, count=b.layers - 1))
+        h, w = ho, wo
+    else:  # the bottleneck types (SuperResK1KXK1, SuperResK1DWK1)
+        from zennas.cost import BOTTLENECK_DEPTHWISE
+
+        depthwise = BOTTLENECK_DEPTHWISE[b.type]
+        btn = b.bottleneck or 0
+        for first, n in ((True, 1), (False, b.layers - 1)):
+            if n <= 0:
+                continue
+            cin, st = (b.in_channels, s) if first else (b.out_channels, 1)
+            c1 = _conv(i, True, cin, btn, 1, 1, h, w, count=n)
+            c2 = _conv(i, True, btn, btn, k, st, h, w, groups=btn if depthwise else 1, count=n)
+            c3 = _conv(i, True, btn, b.out_channels, 1, 1, c2.ho, c2.wo, count=n)
+            ops += (c1, c2, c3)
+            sh, sw = h, w
+            if st == 2:
+                sh, sw = -(-h // 2), -(-w // 2)  # AvgPool2d(2, 2, ceil_mode=True)
+                ops.append(Op(i, "pool", False, cin, cin, 2, 2, 1, h, w, sh, sw, n))
+            if cin != b.out_channels:
+                ops.append(_conv(i, False, cin, b.out_channels, 1, 1, sh, sw, count=n))
+            h, w = c2.ho, c2.wo
+    return tuple(ops), (h, w)
 
 
 # -- the estimates ------------------------------------------------------------------------------------
@@ -213,6 +222,7 @@ class _Acc:
     def __init__(self) -> None:
         self.best: dict[str, tuple[float, int]] = {}
         self.sums: dict[str, float] = {}
+        self.per_block: dict[tuple[str, int], float] = {}
 
     def peak(self, key: str, value: float, block: int) -> None:
         if value > self.best.get(key, (-1.0, 0))[0]:
@@ -220,14 +230,13 @@ class _Acc:
 
     def add(self, key: str, value: float, block: int) -> None:
         self.sums[key] = self.sums.get(key, 0.0) + value
-        self.sums[f"{key}@{block}"] = self.sums.get(f"{key}@{block}", 0.0) + value
+        self.per_block[key, block] = self.per_block.get((key, block), 0.0) + value
 
     def top_block(self, key: str) -> int:
         best, idx = -1.0, 0
-        for k, v in self.sums.items():
-            name, _, b = k.partition("@")
-            if name == key and b and v > best:
-                best, idx = v, int(b)
+        for (name, b), v in self.per_block.items():
+            if name == key and v > best:
+                best, idx = v, b
         return idx
 
     def value(self, key: str) -> float:
