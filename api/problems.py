@@ -10,9 +10,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from zennas_api.queue import QueueLimit
 
+from zennas.admission import AdmissionError
 from zennas.errors import ZenNASError
 
 PROBLEM = "application/problem+json"
+BODY_PARSE_ERROR = "There was an error parsing the body"  # FastAPI's detail (fastapi/routing.py)
 
 
 class Problem(Exception):
@@ -33,7 +35,8 @@ def problem(status: int, title: str, detail: str, *, instance: str | None = None
 
 
 def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    # the first element says where the value came from (a field may itself be named "path" or "body")
+    parts = [str(p) for p in (loc[1:] if loc and loc[0] in ("body", "query", "path", "header", "cookie") else loc)]
     out = ""
     for p in parts:
         out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
@@ -51,7 +54,8 @@ def install(app: FastAPI) -> None:
     async def _zennas(request: Request, exc: ZenNASError) -> JSONResponse:
         errors = [{"field": exc.field, "message": exc.message}] if exc.field else None
         detail = f"{exc.field}: {exc.message}" if exc.field and exc.field not in exc.message else exc.message
-        return problem(422, "Invalid input", detail, instance=request.url.path, errors=errors)
+        title = "Over this service's limits" if isinstance(exc, AdmissionError) else "Invalid input"
+        return problem(422, title, detail, instance=request.url.path, errors=errors)
 
     @app.exception_handler(QueueLimit)
     async def _limit(request: Request, exc: QueueLimit) -> JSONResponse:
@@ -70,6 +74,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 403: "Forbidden"}
+        titles = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 401: "Unauthorized",
+                  403: "Forbidden"}
+        errors = None
+        if exc.status_code == 400 and exc.detail == BODY_PARSE_ERROR:
+            # FastAPI's answer to a body json.loads could not read (not UTF-8, nested too deep)
+            errors = [{"field": "body", "message": "not a JSON document this service can read (UTF-8, "
+                                                   "nested at most a few hundred levels)"}]
         return problem(exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail),
-                       instance=request.url.path, headers=getattr(exc, "headers", None))
+                       instance=request.url.path, errors=errors, headers=getattr(exc, "headers", None))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from zennas.score import score_kind, score_names
+from zennas.search.spec import BUDGET_RANGES, MAX_SEED
 
 
 def _registered(name: str) -> str:
@@ -19,16 +20,22 @@ def _registered(name: str) -> str:
 ScoreName = Annotated[str, AfterValidator(_registered),
                       Field(max_length=100, json_schema_extra=lambda s: s.update(enum=score_names()))]
 
+_R = BUDGET_RANGES  # one place for the budgets' bounds: zennas.search.spec
+Seed = Annotated[StrictInt, Field(ge=0, le=MAX_SEED, description="explicit seed (an integer)")]
+
 
 class BudgetsIn(BaseModel):
     """A budget left out falls back to the space's default for that budget; ``null`` given explicitly
     removes it."""
 
     model_config = ConfigDict(extra="forbid")
-    flops: float | None = Field(None, gt=0, description="FLOPs budget: MACs + BN/activation element ops at H x W")
-    params: float | None = Field(None, gt=0, description="parameter budget")
-    layers: int | None = Field(None, gt=0, description="main-path conv layers")
-    latency_ms: float | None = Field(None, gt=0, description="median latency measured on the evaluating worker")
+    flops: float | None = Field(None, ge=_R["flops"][0], le=_R["flops"][1], allow_inf_nan=False,
+                                description="FLOPs budget: MACs + BN/activation element ops at H x W")
+    params: float | None = Field(None, ge=_R["params"][0], le=_R["params"][1], allow_inf_nan=False,
+                                 description="parameter budget")
+    layers: StrictInt | None = Field(None, ge=_R["layers"][0], le=_R["layers"][1], description="main-path conv layers")
+    latency_ms: float | None = Field(None, ge=_R["latency_ms"][0], le=_R["latency_ms"][1], allow_inf_nan=False,
+                                     description="median latency measured on the evaluating worker (ms)")
 
 
 class LatencyIn(BaseModel):
@@ -49,7 +56,10 @@ class SearchCreate(BaseModel):
     space: str = Field("detection-k1kxk1", max_length=100, description="shipped space name (GET /v1/spaces)")
     space_doc: dict[str, Any] | None = Field(None, description="an inline space document instead of a name")
     score: ScoreName = "entropy-analytic"
-    score_settings: dict[str, int | float | str | bool | list[float]] = Field(default_factory=dict)
+    score_settings: dict[Annotated[str, Field(max_length=64)], Any] = Field(
+        default_factory=dict, max_length=32,
+        description="the score's settings (e.g. resolution, batch, stage_weights); each is checked by the score, "
+                    "an unknown one is an error naming score_settings.<name>")
     resolution: int | None = Field(None, ge=32, le=4096, multiple_of=32, description="square input size (multiple of 32)")
     height: int | None = Field(None, ge=32, le=4096, multiple_of=32)
     width: int | None = Field(None, ge=32, le=4096, multiple_of=32)
@@ -61,9 +71,23 @@ class SearchCreate(BaseModel):
     checkpoint_every: int = Field(4096, ge=1, le=10_000_000, description="checkpoint after this many trials")
     sampler: Literal["evolution", "nsga2", "random"] = "evolution"
     objectives: list[Literal["flops", "params", "latency"]] = Field(default_factory=lambda: ["flops"], max_length=3)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    seed: Seed = 0
     start: list[dict[str, Any]] | dict[str, Any] | str | None = Field(
         None, description="warm-start structure in any supported format (ours, TinyNAS, ZenNAS string)")
+
+
+    @field_validator("score_settings")
+    @classmethod
+    def _plain_values(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # values are checked by the score itself (zennas.search.spec.make_spec_scorer), which names the
+        # setting; here only their shape: a number, a flag, a short string, or a short list of numbers
+        for k, x in v.items():
+            ok = (x is None or isinstance(x, (int, float, bool)) or (isinstance(x, str) and len(x) <= 100)
+                  or (isinstance(x, list) and len(x) <= 64 and all(isinstance(e, (int, float)) for e in x)))
+            if not ok:
+                raise ValueError(f"score_settings.{k} must be a number, a flag, a string of at most 100 characters "
+                                 "or a list of at most 64 numbers")
+        return v
 
 
 class Progress(BaseModel):
@@ -111,7 +135,7 @@ class ScoreRequest(BaseModel):
     height: int | None = Field(None, ge=32, le=2048)
     width: int | None = Field(None, ge=32, le=2048)
     score_resolution: int | None = Field(None, ge=32, le=1024)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    seed: Seed = 0
 
 
 class ScoreResponse(BaseModel):

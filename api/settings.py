@@ -7,8 +7,10 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import ByteSize, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from zennas.admission import Limits
 
 
 class Settings(BaseSettings):
@@ -41,6 +43,25 @@ class Settings(BaseSettings):
     # whose estimate does not fit is refused at submission (429), one that outgrows it fails
     max_storage_per_tenant: int = Field(default=2 << 30, ge=1 << 20)
     max_resolution: int = 2048
+    # admission control: what one forward-pass evaluation (POST /v1/score, a search's score or latency
+    # run) may use, estimated before it runs (zennas.admission); sizes accept "2GiB", "512MB", bytes
+    max_score_memory: ByteSize = Field(default=ByteSize(2 << 30), gt=0)  # peak memory of one evaluation
+    max_score_gmacs: float = Field(default=200.0, gt=0)  # compute of one evaluation (1e9 MACs)
+    max_blocks: int = Field(default=64, ge=1)  # blocks in a structure
+    max_units: int = Field(default=512, ge=1)  # units in a structure (sum of layers)
+    max_channels: int = Field(default=4096, ge=1)  # any in/out/bottleneck width (also space_doc max_channels)
+    max_kernel: int = Field(default=15, ge=1)
+    max_score_batch: int = Field(default=64, ge=1)  # batch of a forward-pass score or a latency run
+    max_score_repeat: int = Field(default=16, ge=1)
+    max_threads: int = Field(default=16, ge=1)  # torch threads a score or latency setting may ask for
+    max_latency_runs: int = Field(default=100, ge=1)
+    # POST /v1/score: forward passes run in worker processes, never in the HTTP process
+    score_workers: int = Field(default=2, ge=1)  # worker processes (each runs one evaluation at a time)
+    score_timeout_seconds: float = Field(default=60.0, gt=0)  # a slower evaluation is stopped (503)
+    max_scoring_per_tenant: int = Field(default=2, ge=1)  # a tenant's evaluations at once (429 beyond)
+    # address-space cap of a score worker: an allocation beyond it fails (503) instead of taking the
+    # machine, should an estimate ever be wrong. Default: max_score_memory + 2 GiB (torch, threads).
+    score_worker_memory: ByteSize | None = None
     # evaluation
     ray_address: str | None = None  # an existing Ray cluster; default: embedded Ray when needed
     ray_loopback: bool = True  # the embedded Ray listens on 127.0.0.1 only (False: on the machine's address)
@@ -68,6 +89,14 @@ class Settings(BaseSettings):
         if self.heartbeat_seconds >= self.lease_seconds:
             raise ValueError("ZENNAS_HEARTBEAT_SECONDS must be smaller than ZENNAS_LEASE_SECONDS")
         return self
+
+    @property
+    def limits(self) -> Limits:
+        """The evaluation limits (zennas.admission) these settings give."""
+        return Limits(memory_bytes=int(self.max_score_memory), gmacs=self.max_score_gmacs, blocks=self.max_blocks,
+                      units=self.max_units, channels=self.max_channels, kernel=self.max_kernel,
+                      resolution=self.max_resolution, batch=self.max_score_batch, repeat=self.max_score_repeat,
+                      threads=self.max_threads, latency_runs=self.max_latency_runs)
 
     @property
     def sqlalchemy_url(self) -> str:

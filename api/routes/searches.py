@@ -18,6 +18,7 @@ from zennas_api.problems import Problem
 from zennas_api.queue import FINISHED, STATES, Job, encode_cursor, etag
 from zennas_api.schemas import BudgetsIn, SearchCreate, SearchList, SearchPublic
 
+from zennas.admission import admit_spec
 from zennas.errors import SpecError, StructureError
 from zennas.search import SearchSpec, check_feasible
 from zennas.search.driver import PROGRESS_SCHEMA
@@ -120,12 +121,9 @@ def to_spec(body: SearchCreate, settings: SettingsDep) -> SearchSpec:
         budgets=_budgets(body.budgets), population=body.population, iterations=body.iterations,
         generation=body.generation, checkpoint_every=body.checkpoint_every, sampler=body.sampler,
         latency=LatencySpec(**body.latency.model_dump()),
-        objectives=tuple(body.objectives), seed=body.seed, start=start)
+        objectives=tuple(body.objectives), seed=body.seed, start=start, limits=settings.limits)
+    admit_spec(spec, settings.limits)  # score settings, sizes, and the start's forward passes: before it is stored
     check_feasible(spec)
-    if spec.score not in ("entropy-analytic", "params", "flops"):
-        from zennas.score import make_scorer
-
-        make_scorer(spec.score, **dict(spec.score_settings))  # bad score settings fail now, not in the worker
     return spec
 
 
@@ -143,8 +141,18 @@ def _load(queue: QueueDep, principal: PrincipalDep, search_id: str) -> Job:
     return job
 
 
+# OpenAPI links from a created search to the operations on it (clients and stateful fuzzing follow them)
+_LINKED = {"GetSearch": "get_search_v1_searches__search_id__get",
+           "CancelSearch": "cancel_search_v1_searches__search_id__cancel_post",
+           "SearchTrials": "search_trials_v1_searches__search_id__trials_get",
+           "DownloadBackbone": "download_backbone_v1_searches__search_id__backbone_get",
+           "DeleteSearch": "delete_search_v1_searches__search_id__delete"}
+_LINKS = {name: {"operationId": op, "parameters": {"search_id": "$response.body#/id"}} for name, op in _LINKED.items()}
+
+
 @router.post("", status_code=202, response_model=SearchPublic,
-             responses={202: {"description": "accepted; poll Location"}, 422: {"description": "invalid spec"}})
+             responses={202: {"description": "accepted; poll Location", "links": _LINKS},
+                        422: {"description": "invalid spec"}})
 def create_search(body: SearchCreate, request: Request, response: Response, queue: QueueDep,
                   principal: PrincipalDep, settings: SettingsDep,
                   idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> SearchPublic:

@@ -8,15 +8,17 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from zennas_api.auth import SESSION_COOKIE, SESSION_SECONDS, make_session, revoke_session, verify_key
 from zennas_api.deps import PrincipalDep, QueueDep, SettingsDep
 from zennas_api.problems import Problem
 from zennas_api.schemas import ScoreRequest, ScoreResponse, SessionRequest, SessionResponse
+from zennas_api.scoring import ScorePool
+from zennas_api.settings import Settings
 
+from zennas.admission import admit_scorer, check_structure
 from zennas.cost import costs
-from zennas.errors import StructureError
+from zennas.errors import SpecError, StructureError
 from zennas.score import score_kind
 from zennas.space import get_space, space_names
 from zennas.space.formats import parse_structure, structure_from_obj
@@ -42,28 +44,63 @@ def get_space_doc(name: str, _: PrincipalDep) -> dict[str, Any]:
     return get_space(name).to_dict()
 
 
-@router.post("/v1/score", response_model=ScoreResponse, tags=["score"])
-async def score_structure(body: ScoreRequest, _: PrincipalDep) -> ScoreResponse:
+def score_pool(request: Request) -> ScorePool:
+    """The app's pool of score worker processes (created on first use)."""
+    pool: ScorePool | None = getattr(request.app.state, "score_pool", None)
+    if pool is None:
+        st: Settings = request.app.state.settings
+        cap = st.score_worker_memory
+        pool = ScorePool(workers=st.score_workers, timeout=st.score_timeout_seconds, per_tenant=st.max_scoring_per_tenant,
+                         memory_cap=int(cap) if cap is not None else int(st.max_score_memory) + (2 << 30))
+        request.app.state.score_pool = pool
+    return pool
+
+
+@router.post("/v1/score", response_model=ScoreResponse, tags=["score"],
+             responses={422: {"description": "invalid, or over this service's limits"},
+                        429: {"description": "this tenant's score evaluations are at their cap"},
+                        503: {"description": "the evaluation timed out, ran out of memory, or no worker was free"}})
+async def score_structure(body: ScoreRequest, request: Request, principal: PrincipalDep,
+                          settings: SettingsDep) -> ScoreResponse:
     try:
         s = parse_structure(body.structure) if isinstance(body.structure, str) else structure_from_obj(body.structure)
     except StructureError as e:
         raise StructureError(f"structure: {e.message}", field=f"structure.{e.field}" if e.field else "structure") from e
+    limits = settings.limits
+    check_structure(s, limits, "structure")  # blocks, units, channels, kernels: before any cost is computed
     h = body.height or body.resolution or 480
     w = body.width or body.resolution or h
     kind = score_kind(body.score)
     if kind.sized_by_input:
-        settings: dict[str, Any] = {"height": h, "width": w}
+        score_settings: dict[str, Any] = {"height": h, "width": w}
     else:  # the request's settings go to the scores whose factory takes them (the registry says which)
         accepted = set(kind.settings())
         offered = {"seed": body.seed, "resolution": body.score_resolution}
-        settings = {k: v for k, v in offered.items() if v is not None and k in accepted}
-    scorer = kind.build(**settings)
-    r = await run_in_threadpool(scorer, s)  # forward passes must not block the event loop
+        score_settings = {k: v for k, v in offered.items() if v is not None and k in accepted}
+    try:
+        scorer = kind.build(**score_settings)
+    except SpecError as e:
+        f = {"height": "score_resolution", "width": "score_resolution", "resolution": "score_resolution"}.get(
+            e.field or "", e.field or "score")
+        raise SpecError(e.message, field=f) from e
     c = costs(s, h, w)
-    return ScoreResponse(score=r.score, score_type=r.name, stage_scores=list(r.stage_scores),
-                         stage_scores_weighted=list(r.stage_scores_weighted), flops=c.flops, params=c.params,
-                         layers=c.layers, resolution=[h, w],
-                         score_resolution=list(r.resolution) if r.resolution else None, seconds=r.seconds)
+    if kind.forward_pass:  # the size and cost checks first: they name the block at fault
+        admit_scorer(scorer, s, limits, structure_field="structure",
+                     setting_field=lambda n: "score_resolution" if n in ("height", "width", "resolution") else None,
+                     scaled=body.score_resolution is not None)
+    weights = getattr(scorer, "stage_weights", None)
+    n_stages = len(s.stages())  # the one stage rule (Structure.stages)
+    if weights is not None and len(weights) != n_stages:
+        raise StructureError(f"structure has {n_stages} stages (a stage ends before each stride-2 block and at the "
+                             f"last block); score {body.score!r} weighs {len(weights)}", field="structure")
+    if kind.forward_pass:  # estimated and admitted above; run in a worker process, never here
+        r = await score_pool(request).run(principal.tenant, {
+            "structure": [b.to_dict() for b in s.blocks], "score": body.score, "settings": score_settings})
+    else:
+        r = scorer(s).to_dict()  # closed form: microseconds
+    return ScoreResponse(score=r["score"], score_type=r["name"], stage_scores=r["stage_scores"],
+                         stage_scores_weighted=r["stage_scores_weighted"], flops=c.flops, params=c.params,
+                         layers=c.layers, resolution=[h, w], score_resolution=r["resolution"], seconds=r["seconds"])
 
 
 @router.post("/v1/session", response_model=SessionResponse, tags=["session"])

@@ -54,5 +54,11 @@ def test_schemathesis_no_server_errors(databases: Any, spawn: Any, tmp_path: Any
     assert len(entries) >= MIN_REQUESTS, (len(entries), statuses, out[-3000:])
     operations = {(e["request"]["method"], e["request"]["url"].split("?")[0]) for e in entries}
     assert len(operations) > 10, operations
+    # the stateful phase followed the OpenAPI links: operations on searches it had created answered 2xx
+    created = {json.loads(e["response"]["content"]["text"])["id"] for e in entries
+               if e["request"]["method"] == "POST" and e["request"]["url"].endswith("/v1/searches")
+               and e["response"]["status"] == 202}
+    linked = [e for e in entries if any(f"/v1/searches/{i}" in e["request"]["url"] for i in created)]
+    assert created and any(e["response"]["status"] < 300 for e in linked), (len(created), len(linked))
     assert server.alive()
     print(f"schemathesis: {len(entries)} requests, statuses {dict(sorted(statuses.items()))}")

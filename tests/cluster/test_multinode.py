@@ -32,6 +32,7 @@ import pytest
 import torch
 from cluster_helpers import ROOT, LocalRayCluster, Node, Service
 
+from zennas.admission import Limits
 from zennas.search import Budgets, LocalBackend, SearchResult, SearchSpec, run_search
 
 pytestmark = [pytest.mark.timeout(480), pytest.mark.slow]
@@ -68,7 +69,8 @@ def spec_of(iterations: int) -> SearchSpec:
     b = BASE["budgets"]
     return SearchSpec(score=BASE["score"], score_settings=dict(BASE["score_settings"]),
                       budgets=Budgets(flops=b["flops"], layers=b["layers"]), population=BASE["population"],
-                      iterations=iterations, generation=BASE["generation"], seed=BASE["seed"])
+                      iterations=iterations, generation=BASE["generation"], seed=BASE["seed"],
+                      limits=Limits())  # the service records its limits (ZENNAS_* defaults = Limits()) in the spec
 
 
 _REFERENCES: dict[str, SearchResult] = {}

@@ -117,7 +117,7 @@ def test_make_scorer_unknown_name() -> None:
 def test_make_scorer_unknown_setting() -> None:
     with pytest.raises(SpecError, match="score 'entropy-analytic'") as ei:
         make_scorer("entropy-analytic", resolution=480)
-    assert ei.value.field == "score"
+    assert ei.value.field == "resolution"  # the setting at fault (a spec reports it as score_settings.resolution)
 
 
 def test_score_names() -> None:

@@ -78,4 +78,4 @@ def block_log_std(structure: Structure) -> list[float]:
 
 
 def _make(*, stage_weights: Sequence[float] = DETECTION_WEIGHTS) -> EntropyAnalytic:
-    return EntropyAnalytic(stage_weights=tuple(stage_weights))
+    return EntropyAnalytic(stage_weights=check_weights(stage_weights))

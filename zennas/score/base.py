@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -55,11 +56,41 @@ def check_counts(obj: Any, *names: str) -> None:
             raise SpecError(f"{f} must be an integer >= 1, got {v!r}", field=f)
 
 
+MAX_SEED = 2**31 - 1
+MAX_THREADS = 1024  # a sanity bound; a service sets its own, lower one (zennas.admission.Limits)
+
+
+def check_seed(obj: Any) -> None:
+    v = obj.seed
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_SEED:
+        raise SpecError(f"seed must be an integer in [0, {MAX_SEED}], got {v!r}", field="seed")
+
+
+def check_threads(obj: Any) -> None:
+    v = obj.threads
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_THREADS):
+        raise SpecError(f"threads must be an integer in [1, {MAX_THREADS}] (or left unset), got {v!r}",
+                        field="threads")
+
+
+def check_positive(obj: Any, *names: str) -> None:
+    """Each named attribute must be a finite number > 0 (init_std, gamma, bn_eps)."""
+    for f in names:
+        v = getattr(obj, f)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise SpecError(f"{f} must be a finite number > 0, got {v!r}", field=f)
+
+
 def check_weights(weights: Sequence[float]) -> tuple[float, ...]:
+    bad = SpecError(f"stage_weights must be a non-empty list of finite numbers, got {weights!r}"[:300],
+                    field="stage_weights")
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) or len(weights) > 64:
+        raise bad
+    if any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in weights):
+        raise bad
     w = tuple(float(x) for x in weights)
     if not w or any(not math.isfinite(x) for x in w):
-        raise SpecError(f"stage_weights must be a non-empty list of finite numbers, got {list(weights)}",
-                        field="stage_weights")
+        raise bad
     return w
 
 
@@ -96,12 +127,16 @@ class ScoreKind:
 
     def settings(self) -> tuple[str, ...]:
         """The keyword settings the factory accepts (from its signature)."""
-        import inspect
 
         params = inspect.signature(self._factory()).parameters.values()
         return tuple(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
 
     def build(self, **settings: Any) -> Scorer:
+        known = self.settings()
+        for k in settings:
+            if k not in known:
+                raise SpecError(f"score {self.name!r} has no setting {k!r} (its settings: {', '.join(known) or 'none'})",
+                                field=str(k))
         try:
             return self._factory()(**settings)
         except TypeError as e:

@@ -18,7 +18,7 @@ import torch
 
 from zennas.cost import check_size, costs
 from zennas.score._torch import torch_threads
-from zennas.score.base import ScoreResult
+from zennas.score.base import ScoreResult, check_counts, check_seed, check_threads
 from zennas.score.entropy import _first
 from zennas.space.structure import Structure
 
@@ -29,6 +29,9 @@ class CostProxy:
     height: int = 480
     width: int = 480
     forward_pass: bool = False
+
+    def __post_init__(self) -> None:
+        check_size(self.height, self.width)
 
     def settings(self) -> dict[str, Any]:
         return {"height": self.height, "width": self.width}
@@ -52,6 +55,9 @@ class GradProxy:
 
     def __post_init__(self) -> None:
         check_size(self.height, self.width)
+        check_counts(self, "batch")
+        check_seed(self)
+        check_threads(self)
 
     def settings(self) -> dict[str, Any]:
         return {"height": self.height, "width": self.width, "batch": self.batch, "seed": self.seed}

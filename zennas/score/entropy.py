@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,22 +35,82 @@ from zennas.blocks import build_backbone
 from zennas.cost import check_size
 from zennas.errors import SpecError
 from zennas.score._torch import torch_threads
-from zennas.score.base import DETECTION_WEIGHTS, ScoreResult, check_counts, check_weights, weigh
+from zennas.score.base import (
+    DETECTION_WEIGHTS,
+    ScoreResult,
+    check_counts,
+    check_positive,
+    check_seed,
+    check_threads,
+    check_weights,
+    weigh,
+)
 from zennas.space.structure import Structure
 
 _CHUNK = 1 << 24  # floats per chunk of a seed's Gaussian stream (64 MiB)
-_STREAMS: dict[int, list[torch.Tensor]] = {}
+_STREAMS: dict[int, list[torch.Tensor]] = {}  # seed -> its chunks so far; most recently used seed last
+STREAM_CACHE_BYTES = 512 << 20  # what the cache keeps between evaluations (see trim_streams)
 
 
 def _chunk(seed: int, i: int) -> torch.Tensor:
-    chunks = _STREAMS.setdefault(seed, [])
-    if len(_STREAMS) > 2:  # keep the streams of the two most recent seeds
-        for old in [k for k in _STREAMS if k != seed][: len(_STREAMS) - 2]:
-            del _STREAMS[old]
+    chunks = _STREAMS.pop(seed, [])
+    _STREAMS[seed] = chunks  # most recently used last
     while len(chunks) <= i:  # chunk j depends only on (seed, j): deterministic whatever is asked first
         g = torch.Generator().manual_seed((seed << 20) ^ len(chunks))
         chunks.append(torch.randn(_CHUNK, generator=g))
+        trim_streams(keep=seed)
     return chunks[i]
+
+
+def stream_cache_bytes() -> int:
+    return sum(c.numel() * c.element_size() for chunks in _STREAMS.values() for c in chunks)
+
+
+def trim_streams(limit: int | None = None, *, keep: int | None = None) -> None:
+    """Bound the stream cache to ``limit`` bytes (default :data:`STREAM_CACHE_BYTES`): the least
+    recently used seeds go first, then the last chunks of the most recent one. ``keep`` (the seed
+    being drawn) loses nothing while its evaluation runs; :meth:`Entropy.__call__` trims afterwards.
+    A dropped chunk is drawn again when needed, identical (it depends only on seed and index)."""
+    limit = STREAM_CACHE_BYTES if limit is None else limit
+    for seed in list(_STREAMS):
+        if stream_cache_bytes() <= limit:
+            return
+        if seed != keep:
+            del _STREAMS[seed]
+    if keep is not None:
+        return
+    for chunks in _STREAMS.values():
+        while chunks and stream_cache_bytes() > limit:
+            chunks.pop()
+
+
+def _layout(repeat: int, sizes: list[int]) -> Iterator[tuple[int, int] | None]:
+    """Where each weight of repeat ``repeat`` lies in the stream: (chunk, offset), or None for a weight
+    larger than a chunk (drawn on its own). The one rule both :func:`gaussian_views` and
+    :func:`stream_floats` (the admission estimate) follow."""
+    total = sum(min(n, _CHUNK) for n in sizes)
+    pos = repeat * total
+    for n in sizes:
+        if n > _CHUNK:
+            yield None
+            continue
+        i, off = divmod(pos, _CHUNK)
+        if off + n > _CHUNK:  # never straddle chunks
+            i, off = i + 1, 0
+        yield i, off
+        pos = i * _CHUNK + off + n
+
+
+def stream_floats(seed: int, repeat: int, sizes: list[int]) -> int:
+    """Floats an evaluation with ``repeat`` repeats of these main-path weights holds at its peak: the
+    stream's chunks up to the last one it touches, plus the weights drawn on their own."""
+    last = -1
+    for r in range(repeat):
+        for at in _layout(r, sizes):
+            if at is not None:
+                last = max(last, at[0])
+    big = sum(n for n in sizes if n > _CHUNK)  # drawn per repeat; the next repeat's are drawn before
+    return (last + 1) * _CHUNK + big * (2 if repeat > 1 else 1)  # the previous ones are released
 
 
 def gaussian_views(seed: int, repeat: int, sizes: list[int]) -> list[torch.Tensor]:
@@ -61,19 +121,14 @@ def gaussian_views(seed: int, repeat: int, sizes: list[int]) -> list[torch.Tenso
     a different part of the stream; within a repeat no two weights overlap. (Different candidates
     share the stream: common random numbers, which only reduces noise when comparing them.)
     """
-    total = sum(min(n, _CHUNK) for n in sizes)
-    pos = repeat * total
     out: list[torch.Tensor] = []
-    for n in sizes:
-        if n > _CHUNK:  # a single weight larger than a chunk: draw it on its own
+    for n, at in zip(sizes, _layout(repeat, sizes), strict=True):
+        if at is None:  # a single weight larger than a chunk: draw it on its own
             g = torch.Generator().manual_seed((seed << 20) ^ (1 << 19) ^ repeat ^ (n << 4))
             out.append(torch.randn(n, generator=g))
             continue
-        i, off = divmod(pos, _CHUNK)
-        if off + n > _CHUNK:  # never straddle chunks
-            i, off = i + 1, 0
+        i, off = at
         out.append(_chunk(seed, i)[off : off + n])
-        pos = i * _CHUNK + off + n
     return out
 
 
@@ -111,8 +166,11 @@ class Entropy:
     def __post_init__(self) -> None:
         check_size(self.height, self.width)
         check_counts(self, "batch", "repeat")
-        if not self.init_std > 0:
-            raise SpecError(f"init_std must be > 0, got {self.init_std}", field="init_std")
+        check_seed(self)
+        check_threads(self)
+        check_positive(self, "init_std")
+        if not isinstance(self.channels_last, bool):
+            raise SpecError(f"channels_last must be true or false, got {self.channels_last!r}", field="channels_last")
         if self.padding not in PADDINGS:
             raise SpecError(f"padding must be one of {', '.join(PADDINGS)}, got {self.padding!r}", field="padding")
         object.__setattr__(self, "stage_weights", check_weights(self.stage_weights))
@@ -124,6 +182,12 @@ class Entropy:
                 "residual": "ignored"}
 
     def __call__(self, structure: Structure) -> ScoreResult:
+        try:
+            return self._run(structure)
+        finally:
+            trim_streams()  # what this evaluation drew beyond the cache's bound is released
+
+    def _run(self, structure: Structure) -> ScoreResult:
         t0 = time.perf_counter()
         with torch_threads(self.threads), torch.inference_mode():
             with torch.device("meta"):  # no allocation, no default init: only main-path weights get values
@@ -187,9 +251,11 @@ def _make(*, resolution: int | None = None, height: int | None = None, width: in
           batch: int | None = None, repeat: int | None = None, seed: int = 0, init_std: float = 1.0,
           stage_weights: Sequence[float] = DETECTION_WEIGHTS, reference: bool = False,
           channels_last: bool = True, padding: str | None = None, threads: int | None = None) -> Entropy:
+    if not isinstance(reference, bool):
+        raise SpecError(f"reference must be true or false, got {reference!r}", field="reference")
     base = REFERENCE_SETTINGS if reference else FAST_SETTINGS
     h = _first(height, resolution, base["height"])
     w = _first(width, resolution, base["width"])
     return Entropy(height=h, width=w, batch=_first(batch, base["batch"]), repeat=_first(repeat, base["repeat"]),
-                   seed=seed, init_std=init_std, stage_weights=tuple(stage_weights),
+                   seed=seed, init_std=init_std, stage_weights=check_weights(stage_weights),
                    channels_last=channels_last, padding=_first(padding, base["padding"]), threads=threads)

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from zennas.cost import check_size
 from zennas.errors import SpecError
 from zennas.score._torch import build_uninitialized, gaussian_, torch_threads
-from zennas.score.base import ScoreResult, check_counts
+from zennas.score.base import ScoreResult, check_counts, check_positive, check_seed, check_threads
 from zennas.space.structure import Structure
 
 BN_MODES = ("batch", "running")
@@ -53,10 +53,11 @@ class Zen:
     def __post_init__(self) -> None:
         check_size(self.height, self.width)
         check_counts(self, "batch", "repeat")
+        check_seed(self)
+        check_threads(self)
+        check_positive(self, "gamma", "bn_eps")
         if self.bn_mode not in BN_MODES:
             raise SpecError(f"bn_mode must be one of {', '.join(BN_MODES)}, got {self.bn_mode!r}", field="bn_mode")
-        if not self.gamma > 0:
-            raise SpecError(f"gamma must be > 0, got {self.gamma}", field="gamma")
 
     def settings(self) -> dict[str, Any]:
         return {"height": self.height, "width": self.width, "batch": self.batch, "repeat": self.repeat,

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple, Protocol
 import optuna
 from optuna.trial import TrialState
 
+from zennas.admission import CandidateCheck
 from zennas.cost import costs
 from zennas.errors import SpecError
 from zennas.score import make_scorer, score_kind
@@ -41,6 +42,7 @@ from zennas.space.structure import Block, Structure
 
 log = logging.getLogger(__name__)
 PROGRESS_SCHEMA = "zennas.progress/1"
+ADMISSION_REASONS = ("memory", "compute", "size")  # rejections by the service's evaluation limits
 
 _HAS_SET_CONSTRAINT = hasattr(optuna.trial.Trial, "set_constraint")
 
@@ -257,6 +259,8 @@ class Search:
         self._rows: list[TrialRow] = []  # trial rows not yet written to the store
         self._block_json: dict[Block, str] = {}
         self._writer: _StoreWriter | None = None
+        # the service's evaluation limits: a candidate whose forward pass would break them is rejected
+        self._admit = CandidateCheck(spec, spec.limits) if spec.limits is not None else None
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, *, resume: bool = False) -> SearchResult:
@@ -355,8 +359,12 @@ class Search:
         to_backend: list[int] = []
         for number, s in zip(numbers, candidates, strict=True):
             e = evaluate(s)
-            if e.reason is not None:
-                records.append(TrialRecord(number, s, e, "rejected", e.reason, None))
+            reason = e.reason
+            if reason is None and self._admit is not None and not in_driver:
+                # the service's evaluation limits: a forward pass that would break them is not run
+                reason = self._admit(s, score=not self.driver_scored, latency=self.needs_latency)
+            if reason is not None:
+                records.append(TrialRecord(number, s, e, "rejected", reason, None))
             elif in_driver:
                 records.append(TrialRecord(number, s, e, "complete", None, score_of(e), attempts=1))
             else:
@@ -405,6 +413,8 @@ class Search:
     def _tell_nsga2(self, run: _Progress, proposer: _NSGA2, rec: TrialRecord) -> None:
         objectives = [self._objective(o, rec.evaluation, rec.latency_ms) for o in self.spec.objectives]
         violations = self._violations(rec.evaluation, rec.latency_ms)
+        if rec.reason in ADMISSION_REASONS:  # over the service's evaluation limits: infeasible
+            violations.append(1.0)
         if rec.state == "complete":
             proposer.tell(rec.number, [rec.score, *objectives], violations,  # type: ignore[list-item]
                           TrialState.COMPLETE)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from zennas.admission import Limits
 from zennas.cost import costs
 from zennas.errors import SpaceError, SpecError, StructureError
 from zennas.score.base import score_kind
@@ -15,6 +16,11 @@ from zennas.space.structure import Block, Structure
 
 SAMPLERS = ("evolution", "nsga2", "random")
 NSGA2_OBJECTIVES = ("flops", "params", "latency")
+# what a budget may be: a latency below 10 us cannot be measured, one above 10 minutes is no budget;
+# the other bounds only keep absurd numbers (1e30 layers) out of stored specs
+BUDGET_RANGES: dict[str, tuple[float, float]] = {"flops": (1.0, 1e16), "params": (1.0, 1e13),
+                                                 "layers": (1, 100_000), "latency_ms": (0.01, 600_000.0)}
+MAX_SEED = 2**31 - 1
 
 
 BUDGET_FIELDS = ("flops", "params", "layers", "latency_ms")
@@ -77,6 +83,10 @@ class SearchSpec:
     # (capped at ``population``); then the population grows to ``population``. 0 turns it off.
     warmup_population: int = 16
     warmup_iterations: int = 10_000
+    # the evaluation limits of the service that accepted the search (None: none). Candidates whose
+    # forward pass would break them are rejected before they run; recorded in the spec so that a
+    # resumed search rejects the same ones (see zennas.admission).
+    limits: Limits | None = None
 
     def __post_init__(self) -> None:
         def bad(f: str, msg: str) -> SpecError:
@@ -111,21 +121,33 @@ class SearchSpec:
         for o in self.objectives:
             if o not in NSGA2_OBJECTIVES:
                 raise bad("objectives", f"entries must be among {', '.join(NSGA2_OBJECTIVES)}, got {o!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise bad("seed", f"must be a non-negative integer, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise bad("seed", f"must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
         if isinstance(self.fine_phase, bool) or not isinstance(self.fine_phase, (int, float)) \
                 or not 0.0 <= self.fine_phase < 1.0:
             raise bad("fine_phase", f"must be a fraction in [0, 1), got {self.fine_phase!r}")
         b = self.budgets
         for f in BUDGET_FIELDS:
             v = getattr(b, f)
+            lo, hi = BUDGET_RANGES[f]
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
                                   or not math.isfinite(v) or v <= 0):
                 raise bad(f"budgets.{f}", f"must be a positive number, got {v!r}")
+            if v is not None and not lo <= v <= hi:
+                raise bad(f"budgets.{f}", f"must be in [{lo:g}, {hi:g}], got {v!r}")
         lat = self.latency
-        for f in ("batch", "runs", "threads"):
-            if getattr(lat, f) < 1:
-                raise bad(f"latency.{f}", f"must be >= 1, got {getattr(lat, f)}")
+        for f in ("batch", "runs", "threads", "warmup"):
+            v = getattr(lat, f)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if f == "warmup" else 1):
+                raise bad(f"latency.{f}", f"must be an integer >= {0 if f == 'warmup' else 1}, got {v!r}")
+        if lat.resource is not None and (not isinstance(lat.resource, str) or not 0 < len(lat.resource) <= 100
+                                         or not lat.resource.isprintable()):
+            raise bad("latency.resource", f"must be a Ray resource name (1-100 printable characters), "
+                      f"got {lat.resource!r}"[:200])
+        if not isinstance(self.score_settings, Mapping):
+            raise bad("score_settings", f"must be a mapping of setting names to values, got {self.score_settings!r}")
+        if self.limits is not None and not isinstance(self.limits, Limits):
+            raise bad("limits", f"must be zennas.admission.Limits, got {type(self.limits).__name__}")
         if "latency" in self.objectives and self.sampler == "nsga2" and b.latency_ms is None:
             pass  # latency is measured for the objective even without a budget
 
@@ -171,6 +193,7 @@ class SearchSpec:
         d["objectives"] = list(self.objectives)
         d["space_doc"] = dict(self.space_doc) if self.space_doc is not None else None
         d["score_settings"] = dict(self.score_settings)
+        d["limits"] = self.limits.to_dict() if self.limits is not None else None
         return d
 
     @classmethod
@@ -185,6 +208,8 @@ class SearchSpec:
                 kw["budgets"] = _sub(Budgets, kw["budgets"], "budgets")
             if isinstance(kw.get("latency"), Mapping):
                 kw["latency"] = _sub(LatencySpec, kw["latency"], "latency")
+            if isinstance(kw.get("limits"), Mapping):
+                kw["limits"] = Limits.from_dict(kw["limits"])
             if kw.get("start") is not None and not isinstance(kw["start"], Structure):
                 from zennas.space.formats import structure_from_obj
 
@@ -219,12 +244,30 @@ def smallest_structure(space: SearchSpace) -> Structure:
     return Structure(tuple(blocks))
 
 
+def make_spec_scorer(spec: SearchSpec) -> Any:
+    """The spec's scorer, configured from ``score_settings``: an unknown setting or a bad value is an
+    error naming ``score_settings.<name>`` (for every score, the closed-form ones included)."""
+    from zennas.score import make_scorer
+
+    settings = dict(spec.score_settings)
+    try:
+        return make_scorer(spec.score, **settings)
+    except SpecError as e:
+        f = e.field
+        if f in ("height", "width") and f not in settings and "resolution" in settings:
+            f = "resolution"  # the scorer's height and width came from ``resolution``
+        field = "score" if f in (None, "score") else f"score_settings.{f}"
+        raise SpecError(f"score {spec.score!r}: {e.message}", field=field) from e
+
+
 def check_feasible(spec: SearchSpec, space: SearchSpace | None = None) -> SearchSpace:
-    """Reject at submission a budget no structure of the space can meet, and a start that breaks one.
+    """Reject at submission a budget no structure of the space can meet, a start that breaks one, and
+    score settings the score does not have or cannot use.
 
     Returns the space the search runs in: the spec's space with the actual start (a warm start's
     block count and strides are what every candidate keeps, so the mutator, the NSGA-II codec and
     the cost tables all take their block layout from it)."""
+    make_spec_scorer(spec)
     space = space or spec.resolve_space()
     budgets = spec.effective_budgets(space)
     start = spec.start_structure(space)

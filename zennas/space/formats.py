@@ -213,6 +213,8 @@ def parse_structure(text: str) -> Structure:
     if stripped[0] in "[{":
         try:
             raw = json.loads(stripped)
+        except RecursionError as e:
+            raise FormatError("the structure text is nested too deeply to be a structure") from e
         except json.JSONDecodeError:
             try:
                 raw = ast.literal_eval(stripped)

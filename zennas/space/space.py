@@ -24,6 +24,9 @@ from zennas.errors import SpaceError, StructureError
 from zennas.space.kinds import BLOCK_KINDS
 from zennas.space.structure import Structure
 
+MAX_NAME = 100  # characters of a space's name
+MAX_DESCRIPTION = 4000  # characters of its description
+
 
 @dataclass(frozen=True)
 class MutationRules:
@@ -227,6 +230,14 @@ def _check_values(obj: Any, prefix: str, src: str) -> None:
                 if v not in BLOCK_KINDS:
                     raise bad(key, v, f"unknown block type (known: {', '.join(BLOCK_KINDS)})")
     if isinstance(obj, SearchSpace):
+        if not 0 < len(obj.name) <= MAX_NAME or not obj.name.isprintable():
+            raise bad("name", obj.name[:40] + ("..." if len(obj.name) > 40 else ""),
+                      f"must be 1-{MAX_NAME} printable characters (no control characters)")
+        if len(obj.description) > MAX_DESCRIPTION or any(
+                not c.isprintable() and c not in "\n\t" for c in obj.description):
+            raise bad("description", obj.description[:40] + "...",
+                      f"must be at most {MAX_DESCRIPTION} characters, without control characters other than "
+                      "newlines and tabs")
         if len(obj.stage_weights) != obj.stages:
             raise bad("stage_weights", list(obj.stage_weights), f"needs one weight per stage ({obj.stages})")
 
