@@ -87,3 +87,14 @@ def test_cli_bound_json_and_bad_input() -> None:
     assert p.returncode == 2 and "budgets.flops" in p.stderr and "Traceback" not in p.stderr
     p = subprocess.run([*ZENNAS, "bound", "--space", "nope"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "space" in p.stderr
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(("space", "flops", "layers"), [("giraffe-s2d", 4e9, 24), ("detection-k1kxk1", 120e8, 70)])
+def test_searches_of_other_spaces_and_budgets_stay_under_their_bound(space: str, flops: float, layers: int) -> None:
+    r = run_search(SearchSpec(space=space, budgets=Budgets(flops=flops, layers=layers), population=32,
+                              iterations=3000, seed=2))
+    cert = r.certificate
+    assert cert is not None and cert["available"]
+    assert cert["search_best"] <= r.bound and r.best_score <= r.bound and cert["score"] <= r.bound
+    assert 0 <= r.gap_pct < 5
