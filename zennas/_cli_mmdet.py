@@ -12,6 +12,15 @@ from typing import Annotated
 
 import typer
 
+from zennas._cli_detector_options import (
+    D,
+    DetectorOpt,
+    GfpnDepthOpt,
+    GfpnWidthOpt,
+    NeckChannelsOpt,
+    NeckOpt,
+    NumClassesOpt,
+)
 from zennas.errors import SpecError
 
 
@@ -70,11 +79,11 @@ def export_onnx(
 
 def export_mmdet(
     structure: Annotated[Path, typer.Argument(help="structure file: zennas JSON, TinyNAS list or ZenNAS string")],
-    detector: Annotated[str, typer.Option(help="gfl | atss | retinanet | faster-rcnn")] = "gfl",
-    neck: Annotated[str, typer.Option(help="gfpn (GiraffeDet) | fpn")] = "gfpn",
-    gfpn_depth: Annotated[int, typer.Option(help="GFPN depth d (2d - 1 fusion layers)")] = 7,
-    gfpn_width: Annotated[float, typer.Option(help="GFPN width (fusion nodes are int(256 * width) wide)")] = 0.7,
-    num_classes: Annotated[int | None, typer.Option(help="number of classes (default: the class names' count)")] = None,
+    detector: DetectorOpt = D.detector,
+    neck: NeckOpt = D.neck,
+    gfpn_depth: GfpnDepthOpt = D.gfpn_depth,
+    gfpn_width: GfpnWidthOpt = D.gfpn_width,
+    num_classes: NumClassesOpt = None,
     classes: Annotated[str | None, typer.Option(help="class names a,b,c (default: read from the train annotation file)")] = None,
     data_root: Annotated[str, typer.Option(help="dataset root in COCO layout")] = "data/coco/",
     train_ann: Annotated[str, typer.Option(help="train annotations, relative to --data-root")] = "annotations/instances_train2017.json",
@@ -85,7 +94,7 @@ def export_mmdet(
     img_scale: Annotated[str, typer.Option(help="Resize scale WIDTH,HEIGHT (or one size)")] = "1333,800",
     batch_size: Annotated[int, typer.Option(help="images per GPU")] = 2,
     num_workers: Annotated[int, typer.Option(help="dataloader workers per GPU")] = 2,
-    neck_channels: Annotated[int, typer.Option(help="neck output channels = head channels")] = 256,
+    neck_channels: NeckChannelsOpt = D.neck_channels,
     lr: Annotated[float | None, typer.Option(help="SGD lr at a total batch of 16 (default: the base config's)")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="write the config here (default: stdout)")] = None,
 ) -> None:
