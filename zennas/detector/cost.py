@@ -349,6 +349,43 @@ def detector_flops_params(
     return b.flops + neck.flops + head.flops, b.params + neck.params + head.params
 
 
+class DetectorTerm:
+    """The neck + head cost term of a search under a detector budget (what :class:`DriverEvaluator` adds
+    to a candidate's backbone FLOPs and params).
+
+    A mutation never changes a stride, so the blocks whose outputs the neck takes sit at fixed
+    positions (the last block at each stride ``2^l``); the neck and head cost depends only on those
+    blocks' output channels and the input size, so it is computed once per distinct channel tuple
+    (a few hundred in a 100k-trial search) and then read from a dict."""
+
+    def __init__(self, settings: DetectorSettings, start: Structure, height: int, width: int) -> None:
+        self.settings, self.height, self.width = settings, height, width
+        at: dict[int, int] = {}
+        stride = 1
+        for i, b in enumerate(start.blocks):
+            stride *= b.stride
+            at[stride] = i
+        level_channels(start, settings.in_levels)  # raises if a needed stride is missing
+        self.positions = tuple(at[2**lvl] for lvl in settings.in_levels)
+        self._cache: dict[tuple[int, ...], tuple[float, float]] = {}
+
+    def of_channels(self, channels: tuple[int, ...]) -> tuple[float, float]:
+        """(FLOPs, params) of neck + head on backbone maps of these channels."""
+        c = self._cache.get(channels)
+        if c is None:
+            neck, head = neck_head_cost(self.settings, channels, self.height, self.width)
+            c = self._cache[channels] = (neck.flops + head.flops, neck.params + head.params)
+        return c
+
+    def of(self, structure: Structure) -> tuple[float, float]:
+        blocks = structure.blocks
+        return self.of_channels(tuple(blocks[i].out_channels for i in self.positions))
+
+    def of_raw(self, blocks: tuple[tuple, ...]) -> tuple[float, float]:  # type: ignore[type-arg]
+        """The same for a mutation's raw block tuples (``out`` is field 2)."""
+        return self.of_channels(tuple(blocks[i][2] for i in self.positions))
+
+
 # -- the backbone's convolutions alone -------------------------------------------------------------
 def _projects(block_type: str, cin: int, out: int, first: bool) -> bool:
     """Whether a bottleneck unit has a 1x1 projection shortcut: the rule of :mod:`zennas.cost`."""
@@ -395,6 +432,7 @@ def backbone_conv_macs(structure: Structure, height: int, width: int) -> float:
 
 __all__ = [
     "CostTerm",
+    "DetectorTerm",
     "DetectorCosts",
     "backbone_conv_macs",
     "dense_head_cost",

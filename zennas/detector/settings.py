@@ -101,10 +101,11 @@ class DetectorSettings:
                     field=f"{field}.{k}",
                 )
             kw[name] = float(v) if name == "gfpn_width" and isinstance(v, int) and not isinstance(v, bool) else v
+        used = {alias.get(k, k): k for k in obj}  # errors name the key as the caller spelled it
         try:
             return cls(**kw)
         except SpecError as e:
-            raise SpecError(e.message, field=f"{field}.{e.field}") from None
+            raise SpecError(e.message, field=f"{field}.{used.get(e.field or '', e.field)}") from None
 
 
 DEFAULT_DETECTOR = DetectorSettings()

@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from zennas.cost import costs
+from zennas.detector.cost import DetectorTerm, detector_costs
 from zennas.errors import SpecError
 from zennas.score import make_scorer
 from zennas.search.evaluate import CostRecord, DriverEvaluator
@@ -146,8 +147,10 @@ class Search:
             raise SpecError(f"score {spec.score!r}{' with a latency budget' if self.needs_latency else ''} "
                             "needs an evaluation backend (Ray workers or the local backend)", field="score")
         weights = spec.score_settings.get("stage_weights", self.space.stage_weights)
+        det = spec.detector_settings()
         self.evaluator = DriverEvaluator(self.start, spec.height, spec.width, self.budgets,
-                                         weights if spec.score == "entropy-analytic" else None)
+                                         weights if spec.score == "entropy-analytic" else None,
+                                         DetectorTerm(det, self.start, spec.height, spec.width) if det else None)
         self._driver_scorer = make_scorer(spec.score, **dict(spec.score_settings)) if (
             self.driver_scored and spec.score != "entropy-analytic") else None
         self.mutator = Mutator(self.space, budget_layers=self.budgets.layers, height=spec.height, width=spec.width)
@@ -436,9 +439,14 @@ class Search:
                 if row:
                     best_s = decode(json.loads(row[0]["structure"]))
         c = costs(best_s, self.spec.height, self.spec.width)
+        best_costs: dict[str, Any] = {**c.to_dict(), "flops_unit": "MACs + BN/activation element ops"}
+        det = self.spec.detector or self.spec.detector_settings()
+        if det is not None:  # the whole detector's terms; budgets.scope says which ones the budgets counted
+            best_costs["detector"] = detector_costs(best_s, det, self.spec.height, self.spec.width).to_dict()
+            best_costs["budget_scope"] = self.spec.budgets.scope
         return SearchResult(
             search_id=self.search_id, spec=self.spec.to_dict(), best_structure=best_s, best_score=best_score,
-            best_costs={**c.to_dict(), "flops_unit": "MACs + BN/activation element ops"},
+            best_costs=best_costs,
             n_trials=cp.n_trials, evaluated=counts["evaluated"], rejected=counts["rejected"],
             failed=counts["failed"], seconds=st.get("elapsed", time.perf_counter() - t_start),
             pareto_front=front, best_curve=[tuple(x) for x in st.get("best_curve", [])],  # type: ignore[misc]

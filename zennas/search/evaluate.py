@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from zennas.cost import BOTTLENECK_DEPTHWISE, block_cost, bottleneck_cost
+from zennas.detector.cost import DetectorTerm
 from zennas.score.analytic import _block_log_std
 from zennas.search.spec import Budgets
 from zennas.space.mutation import RawBlock
@@ -29,7 +30,7 @@ class DriverEvaluator:
     """Costs, budget checks and (optionally) the analytic score for structures of one stride layout."""
 
     def __init__(self, start: Structure, height: int, width: int, budgets: Budgets,
-                 weights: Sequence[float] | None) -> None:
+                 weights: Sequence[float] | None, detector: DetectorTerm | None = None) -> None:
         area = float(height * width)
         areas: list[float] = []
         for b in start.blocks:
@@ -46,6 +47,7 @@ class DriverEvaluator:
             raise SpecError(f"stage_weights has {len(self.weights)} entries but the structures have "
                             f"{len(self.stage_ends)} stages", field="stage_weights")
         self.budgets = budgets
+        self.detector = detector  # detector scope: neck + head FLOPs/params added to the backbone's
         # per position: (input area, the stage weight if the position ends a stage, else None)
         ends = dict(zip(self.stage_ends, self.weights or (), strict=False))
         self._positions = tuple((a, ends.get(i)) for i, a in enumerate(self.areas))
@@ -73,6 +75,9 @@ class DriverEvaluator:
             flops += f * a
             params += p
             layers += n
+        if self.detector is not None:
+            df, dp = self.detector.of(s)
+            flops, params = flops + df, params + dp
         return CostRecord(flops, params, layers)
 
     def violated(self, c: CostRecord) -> str | None:
@@ -106,6 +111,9 @@ class DriverEvaluator:
                 if w:
                     total += w * (acc + math.log(b.out_channels))
                 k += 1
+        if self.detector is not None:
+            df, dp = self.detector.of(s)
+            flops, params = flops + df, params + dp
         return CostRecord(flops, params, layers), total
 
     def analytic(self, s: Structure) -> float:
@@ -143,6 +151,9 @@ class DriverEvaluator:
             acc += c[3]
             if w:  # a stage end with a non-zero weight
                 total += w * (acc + math.log(b[2]))
+        if self.detector is not None:
+            df, dp = self.detector.of_raw(blocks)
+            flops, params = flops + df, params + dp
         return flops, params, layers, total
 
     def _raw_block(self, b: RawBlock) -> tuple[float, float, int, float]:
