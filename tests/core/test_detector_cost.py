@@ -15,7 +15,7 @@ from zennas.cost import costs
 from zennas.detector import DetectorSettings, detector_costs, neck_head_cost
 from zennas.detector.cost import backbone_conv_macs, dense_head_cost, gfpn_cost, level_channels
 from zennas.errors import SpecError
-from zennas.space import Block, Structure, get_space, load_structure
+from zennas.space import Block, Structure, load_structure
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MAEDET_S = load_structure(EXAMPLES / "maedet_s.txt")

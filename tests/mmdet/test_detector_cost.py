@@ -9,7 +9,6 @@ output element, additions 1/element) from a dispatch-level counter, and paramete
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch

@@ -432,8 +432,8 @@ def backbone_conv_macs(structure: Structure, height: int, width: int) -> float:
 
 __all__ = [
     "CostTerm",
-    "DetectorTerm",
     "DetectorCosts",
+    "DetectorTerm",
     "backbone_conv_macs",
     "dense_head_cost",
     "detector_costs",

@@ -22,6 +22,7 @@ costs are :mod:`zennas.detector.cost`. Both read this graph, so they describe th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from zennas.errors import ZenNASError
@@ -56,7 +57,11 @@ def check_depth_levels(depth: Any, levels: Any) -> tuple[int, ...]:
 
 def gfpn_graph(depth: int, levels: tuple[int, ...] = (3, 4, 5, 6, 7)) -> list[GFPNNode]:
     """The GFPN nodes for depth ``d`` (``2d - 1`` fusion layers) over ``levels``, in evaluation order."""
-    levels = check_depth_levels(depth, levels)
+    return list(_graph(depth, check_depth_levels(depth, levels)))
+
+
+@lru_cache(maxsize=256)
+def _graph(depth: int, levels: tuple[int, ...]) -> tuple[GFPNNode, ...]:  # cached: the cost model reads it often
     lo, hi = levels[0], levels[-1]
     n_layers = 2 * depth - 1
     nodes: list[GFPNNode] = []
@@ -81,7 +86,7 @@ def gfpn_graph(depth: int, levels: tuple[int, ...] = (3, 4, 5, 6, 7)) -> list[GF
                     inputs.append(key)
             nodes.append(GFPNNode((layer, lvl), tuple(inputs)))
     nodes.extend(GFPNNode(("out", lvl), ((n_layers - 1, lvl),)) for lvl in levels)
-    return nodes
+    return tuple(nodes)
 
 
 def graph_as_json(depth: int, levels: tuple[int, ...] = (3, 4, 5, 6, 7)) -> dict[str, Any]:

@@ -128,16 +128,22 @@ def _weights(weights: Sequence[float] | None, n: int) -> tuple[float, ...]:
     return w
 
 
+def level_scores(settings: DetectorSettings, nodes: Sequence[Node],
+                 backbone: Mapping[int, tuple[int, float]]) -> tuple[float, ...]:
+    """S_l per output level of the neck ``nodes`` (from :func:`gfpn_nodes`) on backbone maps
+    ``{level: (channels, log-std)}``: the closed form, without any per-structure work."""
+    vals = propagate({(-1, lvl): v for lvl, v in backbone.items()}, nodes)
+    return tuple(vals[("out", lvl)][1] + math.log(vals[("out", lvl)][0]) for lvl in settings.out_levels)
+
+
 def neck_entropy_analytic(structure: Structure, settings: DetectorSettings,
                           weights: Sequence[float] | None = None) -> NeckScore:
     """The closed-form neck entropy of ``structure``'s GFPN (``settings.neck`` must be ``gfpn``)."""
     if settings.neck != "gfpn":
         raise ScoreError("the neck entropy is defined for the GFPN neck", field="neck")
-    lv_out = settings.out_levels
-    src = {(-1, lvl): v for lvl, v in backbone_level_log_stds(structure, settings.in_levels).items()}
-    vals = propagate(src, gfpn_nodes(settings))
-    scores = tuple(vals[("out", lvl)][1] + math.log(vals[("out", lvl)][0]) for lvl in lv_out)
-    w = _weights(weights, len(lv_out))
+    backbone = backbone_level_log_stds(structure, settings.in_levels)
+    scores = level_scores(settings, gfpn_nodes(settings), backbone)
+    w = _weights(weights, len(scores))
     return NeckScore(scores, w, math.fsum(a * b for a, b in zip(w, scores, strict=True)), "closed-form")
 
 
@@ -212,5 +218,5 @@ def neck_entropy_forward(structure: Structure, settings: DetectorSettings, *, re
     return NeckScore(scores, w, math.fsum(a * b for a, b in zip(w, scores, strict=True)), "forward")
 
 
-__all__ = ["NeckScore", "Node", "backbone_level_log_stds", "gfpn_nodes", "neck_entropy_analytic",
+__all__ = ["NeckScore", "Node", "backbone_level_log_stds", "gfpn_nodes", "level_scores", "neck_entropy_analytic",
            "neck_entropy_forward", "propagate"]

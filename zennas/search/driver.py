@@ -22,6 +22,7 @@ from zennas.detector.cost import DetectorTerm, detector_costs
 from zennas.errors import SpecError
 from zennas.score import make_scorer
 from zennas.search.evaluate import CostRecord, DriverEvaluator
+from zennas.search.neck import NECK_SCORE, NeckChoice, make_neck_chooser
 from zennas.search.population import Population
 from zennas.search.provenance import provenance
 from zennas.search.sampler import EvolutionSampler, StructureCodec, constraints_from_attrs, trial_rng
@@ -148,15 +149,30 @@ class Search:
                             "needs an evaluation backend (Ray workers or the local backend)", field="score")
         weights = spec.score_settings.get("stage_weights", self.space.stage_weights)
         det = spec.detector_settings()
+        # neck-entropy-analytic: the neck (its cost and score) is chosen per backbone by the NeckChooser
+        self.neck_chooser = make_neck_chooser(spec, self.space, self.start, self.budgets) \
+            if spec.score == NECK_SCORE else None
         self.evaluator = DriverEvaluator(self.start, spec.height, spec.width, self.budgets,
                                          weights if spec.score == "entropy-analytic" else None,
-                                         DetectorTerm(det, self.start, spec.height, spec.width) if det else None)
+                                         DetectorTerm(det, self.start, spec.height, spec.width)
+                                         if det and self.neck_chooser is None else None)
         self._driver_scorer = make_scorer(spec.score, **dict(spec.score_settings)) if (
-            self.driver_scored and spec.score != "entropy-analytic") else None
+            self.driver_scored and spec.score not in ("entropy-analytic", NECK_SCORE)) else None
         self.mutator = Mutator(self.space, budget_layers=self.budgets.layers, height=spec.height, width=spec.width)
 
     # -- scoring helpers ---------------------------------------------------------------------
+    def _neck(self, s: Structure) -> tuple[CostRecord, NeckChoice]:
+        """A neck co-search candidate: its whole-detector costs (in detector scope) and chosen neck."""
+        assert self.neck_chooser is not None
+        c = self.evaluator.costs(s)
+        ch = self.neck_chooser.choose(s, c.flops, c.params)
+        if self.neck_chooser.scoped:
+            c = CostRecord(c.flops + ch.flops, c.params + ch.params, c.layers)
+        return c, ch
+
     def _driver_score(self, s: Structure) -> float:
+        if self.neck_chooser is not None:
+            return self._neck(s)[1].score
         if self.spec.score == "entropy-analytic":
             return self.evaluator.analytic(s)
         assert self._driver_scorer is not None
@@ -256,7 +272,11 @@ class Search:
             cost_list: list[CostRecord] = []
             for i, s in enumerate(cands):
                 number = n_trials + i
-                c = self.evaluator.costs(s)
+                choice: NeckChoice | None = None
+                if self.neck_chooser is None:
+                    c = self.evaluator.costs(s)
+                else:
+                    c, choice = self._neck(s)
                 cost_list.append(c)
                 reason = self.evaluator.violated(c)
                 rec: dict[str, Any] = {"number": number, "state": "complete", "reason": reason, "score": None,
@@ -266,7 +286,7 @@ class Search:
                 elif self.needs_latency or not self.driver_scored:
                     to_backend.append((i, self._task(number, s, score=not self.driver_scored)))
                 else:
-                    rec["score"] = self._driver_score(s)
+                    rec["score"] = choice.score if choice is not None else self._driver_score(s)
                     rec["attempts"] = 1
                 records.append(rec)
             if to_backend:
@@ -441,6 +461,9 @@ class Search:
         c = costs(best_s, self.spec.height, self.spec.width)
         best_costs: dict[str, Any] = {**c.to_dict(), "flops_unit": "MACs + BN/activation element ops"}
         det = self.spec.detector or self.spec.detector_settings()
+        if self.neck_chooser is not None:  # the neck chosen for the best backbone
+            det = self._neck(best_s)[1].settings
+            best_costs["neck_choice"] = {"gfpn_depth": det.gfpn_depth, "gfpn_width": det.gfpn_width}
         if det is not None:  # the whole detector's terms; budgets.scope says which ones the budgets counted
             best_costs["detector"] = detector_costs(best_s, det, self.spec.height, self.spec.width).to_dict()
             best_costs["budget_scope"] = self.spec.budgets.scope

@@ -15,7 +15,7 @@ from zennas.space.structure import Block, Structure
 
 SAMPLERS = ("evolution", "nsga2", "random")
 FORWARD_SCORES = ("entropy", "zen", "grad-norm", "synflow")
-ANALYTIC_SCORES = ("entropy-analytic", "params", "flops")
+ANALYTIC_SCORES = ("entropy-analytic", "params", "flops", "neck-entropy-analytic")
 NSGA2_OBJECTIVES = ("flops", "params", "latency")
 
 
@@ -144,11 +144,13 @@ class SearchSpec:
             return None
         return self.detector or DetectorSettings()
 
-    def scoped_costs(self, structure: Structure) -> tuple[float, float, int]:
+    def scoped_costs(self, structure: Structure, detector: DetectorSettings | None = None) -> tuple[float, float, int]:
         """(flops, params, layers) as the budgets count them: the backbone's, plus neck and head in
-        detector scope (layers always count the backbone's main-path convs)."""
+        detector scope (``detector`` overrides the spec's; layers always count the backbone's convs)."""
         c = costs(structure, self.height, self.width)
         det = self.detector_settings()
+        if det is not None and detector is not None:
+            det = detector
         if det is None:
             return c.flops, c.params, c.layers
         from zennas.detector.cost import detector_flops_params
@@ -234,8 +236,12 @@ def check_feasible(spec: SearchSpec, space: SearchSpace | None = None) -> Search
         check_structure_in_space(space, start, "start")
     except SpaceError as e:
         raise SpecError(e.message, field=e.field) from e
-    small = spec.scoped_costs(smallest_structure(space))
-    here = spec.scoped_costs(start)
+    cheapest = None  # a neck co-search: the smallest GFPN of the space's choices must fit
+    if spec.score == "neck-entropy-analytic" and space.neck is not None and spec.budgets.scope == "detector":
+        base = spec.detector or DetectorSettings()
+        cheapest = replace(base, gfpn_depth=min(space.neck.depths), gfpn_width=float(min(space.neck.widths)))
+    small = spec.scoped_costs(smallest_structure(space), cheapest)
+    here = spec.scoped_costs(start, cheapest)
     for f, have_small, have_start in (("flops", small[0], here[0]), ("params", small[1], here[1]),
                                       ("layers", small[2], here[2])):
         limit = getattr(budgets, f)
