@@ -11,6 +11,13 @@ a. Search speed: the MAE-DET setting (detection-k1kxk1, entropy-analytic, 480x48
    one users run (``zennas search ... --budget-scope detector``).
 b. What the scope changes: for the best structure of each run, the whole detector's FLOPs against
    the detector budget, and the backbone's share.
+c. Neck co-search (space giraffe-s2d-gfpn, score neck-entropy-analytic, detector scope) against a
+   backbone search with a hand-picked neck (GiraffeDet's GFPN depth 7, width 0.7; space giraffe-s2d,
+   entropy-analytic, detector scope: the same total budget), at two budgets: the MAE-DET setting's
+   translated to the whole GFL detector at 480x480 (the budget of section a) and GiraffeDet-D7's at
+   768x1280 (its published S2D backbone + GFPN-D7 + GFL head, counted by zennas). Reported: the neck
+   chosen, the backbone's share of the detector's FLOPs, the neck-entropy score (closed form) of
+   the result. No trained accuracy backs the neck score yet.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from _common import header, section, table
 
 from zennas.detector import DetectorSettings, detector_costs
 from zennas.search import Budgets, SearchSpec, run_search
-from zennas.space import load_structure
+from zennas.space import Block, Structure, load_structure
 
 ROOT = Path(__file__).resolve().parents[1]
 DET = DetectorSettings(detector="gfl", neck="gfpn", gfpn_depth=7, gfpn_width=0.7, num_classes=80)
@@ -45,6 +52,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iterations", type=int, default=20_000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--cosearch-iterations", type=int, default=5000)
+    ap.add_argument("--only", choices=["c"], default=None)
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     header("Detector-scope budgets")
@@ -52,6 +61,12 @@ def main() -> None:
     det_flops = BACKBONE_FLOPS + ref.neck.flops + ref.head.flops
     print(f"detector budget: {det_flops / 1e9:.3f} GFLOPs = 18.8 (backbone budget) + neck "
           f"{ref.neck.flops / 1e9:.3f} + head {ref.head.flops / 1e9:.3f} of MAE-DET-S's GFL+GFPN-D7 detector")
+    d7 = detector_costs(GIRAFFE_D7_BACKBONE, DET, 768, 1280).total.flops
+    print(f"GiraffeDet-D7 budget: {d7 / 1e9:.3f} GFLOPs (its S2D backbone + GFPN-D7/0.7 + GFL head, as zennas "
+          "builds it, at 768x1280)")
+    if args.only == "c":
+        cosearch(args.cosearch_iterations, d7, det_flops)
+        return
     runs: dict[str, list[tuple[float, float]]] = {"backbone": [], "detector": []}
     results = {}
     for _ in range(args.repeats):
@@ -76,6 +91,43 @@ def main() -> None:
                      f"{d.backbone.flops / d.total.flops:.1%}"])
     table(["scope", "best score", "backbone GFLOPs", "detector GFLOPs", "detector budget", "within",
            "backbone share"], rows)
+    cosearch(args.cosearch_iterations, d7, det_flops)
+
+
+GIRAFFE_D7_BACKBONE = Structure((  # damo-cv/GiraffeDet space2depth_chain.py: 2 convs, 5 S2D blocks
+    Block("ConvKXBNRELU", 3, 32, 2, 3), Block("ConvKXBNRELU", 32, 64, 2, 3),
+    Block("S2D", 64, 128, 2, 1, 1), Block("S2D", 128, 256, 2, 1, 1), Block("S2D", 256, 512, 2, 1, 1),
+    Block("S2D", 512, 1024, 2, 1, 1), Block("S2D", 1024, 2048, 2, 1, 1),
+))
+
+
+def cosearch(iterations: int, d7_flops: float, maedet_flops: float) -> None:
+    from zennas.score.neck import neck_entropy_analytic
+    from zennas.search.neck import NECK_SCORE
+
+    section(f"c. Neck co-search vs a hand-picked neck at the same whole-detector budget ({iterations} iterations)")
+    hand = DetectorSettings(gfpn_depth=7, gfpn_width=0.7)
+    rows = []
+    for label, flops, h, w in (("MAE-DET budget, 480x480", maedet_flops, 480, 480),
+                               ("GiraffeDet-D7 budget, 768x1280", d7_flops, 768, 1280)):
+        for how in ("co-search", "hand-picked D7/0.7"):
+            spec = SearchSpec(space="giraffe-s2d-gfpn" if how == "co-search" else "giraffe-s2d",
+                              score=NECK_SCORE if how == "co-search" else "entropy-analytic", height=h, width=w,
+                              budgets=Budgets(flops=flops, layers=32, scope="detector"), detector=hand,
+                              population=256, iterations=iterations, seed=0)
+            t0 = time.perf_counter()
+            res = run_search(spec)
+            secs = time.perf_counter() - t0
+            det = hand
+            if "neck_choice" in res.best_costs:
+                nc = res.best_costs["neck_choice"]
+                det = DetectorSettings(gfpn_depth=nc["gfpn_depth"], gfpn_width=nc["gfpn_width"])
+            d = detector_costs(res.best_structure, det, h, w)
+            rows.append([label, how, f"{det.gfpn_depth} / {det.gfpn_width}", f"{d.total.flops / 1e9:.2f}",
+                         f"{flops / 1e9:.2f}", f"{d.backbone.flops / d.total.flops:.1%}",
+                         f"{neck_entropy_analytic(res.best_structure, det).score:.1f}", f"{secs:.1f}"])
+    table(["budget", "search", "GFPN depth / width", "detector GFLOPs", "budget GFLOPs", "backbone share",
+           "neck score", "seconds"], rows)
 
 
 if __name__ == "__main__":
