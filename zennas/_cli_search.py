@@ -99,7 +99,7 @@ def search(
     settings: dict[str, Any] = {}
     if score_resolution is not None:
         settings["resolution"] = score_resolution
-    given = {k: v for k, v in (("detector", detector), ("neck", neck), ("gfpn_depth", gfpn_depth),
+    given: dict[str, Any] = {k: v for k, v in (("detector", detector), ("neck", neck), ("gfpn_depth", gfpn_depth),
                                ("gfpn_width", gfpn_width), ("num_classes", num_classes),
                                ("neck_channels", neck_channels)) if v is not None}
     det = DetectorSettings(**given) if given or budget_scope == "detector" else None

@@ -169,8 +169,9 @@ def neck_entropy_forward(structure: Structure, settings: DetectorSettings, *, re
     def gauss(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=gen)
 
-    def conv(x: torch.Tensor, weight_shape: torch.Size) -> tuple[torch.Tensor, float]:
-        w = gauss(*weight_shape)  # N(0, 1) weights, as MAE-DET initialises them
+    def conv(x: torch.Tensor, layer: Any) -> tuple[torch.Tensor, float]:
+        weight_shape = layer.weight.shape  # the built layer's shape; fresh N(0, 1) weights, as MAE-DET's
+        w = gauss(*weight_shape)
         k = weight_shape[-1]
         if k > 1:
             x = F.pad(x, (k // 2,) * 4, mode="circular")  # full fan-in at every output
@@ -194,7 +195,7 @@ def neck_entropy_forward(structure: Structure, settings: DetectorSettings, *, re
                 x, s = feats[g.inputs[0]]
                 mod = neck.outputs[str(lvl)]
                 if isinstance(mod, torch.nn.Sequential):
-                    x, ds = conv(x, mod[0].weight.shape)
+                    x, ds = conv(x, mod[0])
                     s += ds
                 feats[("out", lvl)] = (x, s)
                 continue
@@ -209,9 +210,9 @@ def neck_entropy_forward(structure: Structure, settings: DetectorSettings, *, re
                 parts.append((x, s))
             m = max(s for _, s in parts)
             x = torch.cat([t * math.exp(s - m) for t, s in parts], dim=1)  # on the common scale exp(m)
-            node = neck.fusions[f"{tag}_{lvl}"]
-            x, d1 = conv(x, node.reduce.weight.shape)
-            x, d2 = conv(x, node.conv.weight.shape)
+            node: Any = neck.fusions[f"{tag}_{lvl}"]
+            x, d1 = conv(x, node.reduce)
+            x, d2 = conv(x, node.conv)
             feats[g.node] = (x, m + d1 + d2)
     scores = tuple(feats[("out", lvl)][1] + math.log(settings.neck_channels) for lvl in lv_out)
     w = _weights(weights, len(lv_out))
