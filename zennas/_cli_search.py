@@ -45,7 +45,7 @@ def _backend(spec: Any, workers: int | None, ray_address: str | None, local: boo
 
 def search(
     space: Annotated[str, typer.Option(help="shipped space name (zennas spaces) or a space YAML file")] = "detection-k1kxk1",
-    score: Annotated[str, typer.Option(help="entropy-analytic | entropy | zen | params | flops | grad-norm | synflow")] = "entropy-analytic",
+    score: Annotated[str, typer.Option(help="entropy-analytic | entropy | zen | params | flops | grad-norm | synflow | neck-entropy-analytic (neck co-search)")] = "entropy-analytic",
     resolution: Annotated[int | None, typer.Option(help="square input size the budgets are counted at (multiple of 32)")] = None,
     height: Annotated[int | None, typer.Option(help="input height (instead of --resolution)")] = None,
     width: Annotated[int | None, typer.Option(help="input width")] = None,
@@ -157,7 +157,10 @@ def search(
           f"layers {c['layers']}; evaluated {result.evaluated}, rejected {result.rejected}, failed {result.failed}")
     if "detector" in c:
         d = c["detector"]
-        print(f"  detector ({c['budget_scope']} budget scope): total {d['total']['flops'] / 1e9:.3f} GFLOPs = backbone "
+        ds = d["detector"]
+        neck_desc = f"GFPN {ds['gfpn_depth']}/{ds['gfpn_width']}" if ds["neck"] == "gfpn" else "FPN"
+        print(f"  detector {ds['detector']} + {neck_desc} ({c['budget_scope']} budget scope): total "
+              f"{d['total']['flops'] / 1e9:.3f} GFLOPs = backbone "
               f"{d['backbone']['flops'] / 1e9:.3f} + neck {d['neck']['flops'] / 1e9:.3f} + head "
               f"{d['head']['flops'] / 1e9:.3f}; params {d['total']['params'] / 1e6:.3f} M")
     if out is not None:
