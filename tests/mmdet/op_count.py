@@ -40,7 +40,9 @@ class ElementOps(TorchDispatchMode):
             k = k if isinstance(k, (list, tuple)) else [k]
             kk = k[0] * (k[1] if len(k) > 1 else k[0])
             self.ops += kk * first.numel()
-        elif name in ("add", "add_") and isinstance(args[1], torch.Tensor) and first.numel() > 1:
+        elif (name in ("add", "add_") and isinstance(args[1], torch.Tensor)
+              and args[0].numel() == args[1].numel() == first.numel() > 1):
+            # two maps added element-wise (FPN's top-down path); not mmdet's "x += y.sum() * 0" tricks
             self.ops += first.numel()
         return out
 
