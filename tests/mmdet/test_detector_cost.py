@@ -58,7 +58,7 @@ def build(tmp_path: Path, structure: Structure, s: DetectorSettings) -> nn.Modul
 CASES = [
     ("gfl", "gfpn", 2, 0.5, 64, "s2d"),
     ("gfl", "gfpn", 3, 0.25, 64, "k1kxk1"),
-    ("gfl", "gfpn", 7, 0.5, 64, "s2d"),
+    ("gfl", "gfpn", 7, 0.25, 32, "s2d"),
     ("gfl", "fpn", 2, 0.5, 64, "k1kxk1"),
     ("atss", "gfpn", 2, 0.5, 64, "k1kxk1"),
     ("atss", "gfpn", 3, 0.5, 32, "s2d"),
@@ -66,7 +66,7 @@ CASES = [
     ("atss", "fpn", 2, 0.5, 64, "s2d"),
     ("retinanet", "gfpn", 2, 0.5, 48, "s2d"),
     ("retinanet", "gfpn", 3, 0.5, 64, "k1kxk1"),
-    ("retinanet", "gfpn", 7, 0.5, 64, "s2d"),
+    ("retinanet", "gfpn", 7, 0.25, 32, "s2d"),
     ("retinanet", "fpn", 2, 0.5, 64, "k1kxk1"),
 ]
 SIZES = [(128, 128), (128, 256), (256, 128)]  # H x W, square and non-square (multiples of 128: P7 exact)
@@ -100,10 +100,12 @@ def test_every_term_matches_the_built_model(
     assert c.head.flops == pytest.approx(h_macs + h_ops, rel=1e-12)
     assert c.head.params == n_params(model.bbox_head)
 
-    # the whole detector: one forward of the raw network, the parameters of the whole model
-    all_macs, _, _ = count(lambda t: model(t, mode="tensor"), x)
-    assert c.total.conv_macs == pytest.approx(all_macs, rel=1e-12)
+    # the whole detector: the parameters of the whole model, one forward of the raw network (not repeated
+    # for the deep necks, to keep the test fast: the terms above are the same forward in parts)
     assert c.total.params == n_params(model)
+    if depth <= 3:
+        all_macs, _, _ = count(lambda t: model(t, mode="tensor"), x)
+        assert c.total.conv_macs == pytest.approx(all_macs, rel=1e-12)
     assert c.total.flops == pytest.approx(c.backbone.flops + n_macs + n_ops + h_macs + h_ops, rel=1e-12)
 
 
