@@ -44,7 +44,7 @@ from zennas.cost import check_size, costs
 from zennas.detector.graph import gfpn_graph
 from zennas.detector.settings import DetectorSettings
 from zennas.errors import SpecError
-from zennas.space.structure import Structure
+from zennas.space.structure import Block, Structure
 
 GN_GROUPS = 32  # GroupNorm groups of the GFL/ATSS heads (mmdet's defaults)
 STACKED_CONVS = 4  # conv layers per head tower (mmdet's GFL/ATSS/RetinaNet defaults)
@@ -398,10 +398,8 @@ def _projects(block_type: str, cin: int, out: int, first: bool) -> bool:
 
 
 @lru_cache(maxsize=1 << 16)
-def _block_macs_per_pixel(b: object) -> float:
-    from zennas.space.structure import Block
-
-    assert isinstance(b, Block)
+def _block_macs_per_pixel(b: Block) -> float:
+    """Conv MACs of a block per pixel of its input (the same unit layout as :mod:`zennas.cost`)."""
     k, s = b.kernel, b.stride
     if b.type == "ConvKXBNRELU":
         return b.in_channels * b.out_channels * k * k / (s * s)
