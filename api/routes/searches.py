@@ -18,6 +18,7 @@ from zennas_api.problems import Problem
 from zennas_api.queue import FINISHED, STATES, Job, encode_cursor, etag
 from zennas_api.schemas import BudgetsIn, SearchCreate, SearchList, SearchPublic
 
+from zennas.detector import DetectorSettings
 from zennas.errors import SpecError, StructureError
 from zennas.search import SearchSpec, check_feasible
 from zennas.search.driver import PROGRESS_SCHEMA
@@ -120,7 +121,9 @@ def to_spec(body: SearchCreate, settings: SettingsDep) -> SearchSpec:
         budgets=_budgets(body.budgets), population=body.population, iterations=body.iterations,
         generation=body.generation, checkpoint_every=body.checkpoint_every, sampler=body.sampler,
         latency=LatencySpec(**body.latency.model_dump()),
-        objectives=tuple(body.objectives), seed=body.seed, start=start)
+        objectives=tuple(body.objectives), seed=body.seed, start=start,
+        detector=DetectorSettings.from_dict(body.detector.model_dump(exclude_none=True))
+        if body.detector is not None else None)
     check_feasible(spec)
     if spec.score not in ("entropy-analytic", "params", "flops"):
         from zennas.score import make_scorer
