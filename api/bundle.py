@@ -53,8 +53,11 @@ def _mmdet_config(job: dict[str, Any], summary: dict[str, Any]) -> dict[str, byt
     except ImportError:  # the mmdet extra is not installed: the bundle goes without a config
         return {}
     s = structure_from_obj(summary["best"]["structure"])
-    text = make_config(s, detector="gfl", neck="gfpn", num_classes=80, data_root="data/coco/")
-    return {"mmdet/gfl_gfpn_config.py": text.encode()}
+    # the detector the search budgeted (and, for a neck co-search, the neck it chose); else GFL + GFPN
+    det = ((summary["best"].get("costs") or {}).get("detector") or {}).get("detector") or {}
+    kw = {k: det[k] for k in ("detector", "neck", "gfpn_depth", "gfpn_width", "neck_channels") if k in det}
+    text = make_config(s, num_classes=80, data_root="data/coco/", **kw)
+    return {f"mmdet/{kw.get('detector', 'gfl')}_{kw.get('neck', 'gfpn')}_config.py": text.encode()}
 
 
 register_part("structure", _structure)

@@ -36,6 +36,20 @@ class BudgetsIn(BaseModel):
     layers: StrictInt | None = Field(None, ge=_R["layers"][0], le=_R["layers"][1], description="main-path conv layers")
     latency_ms: float | None = Field(None, ge=_R["latency_ms"][0], le=_R["latency_ms"][1], allow_inf_nan=False,
                                      description="median latency measured on the evaluating worker (ms)")
+    scope: Literal["backbone", "detector"] = Field(
+        "backbone", description="what flops/params count: the backbone, or the whole detector (+ neck + head)")
+
+
+class DetectorIn(BaseModel):
+    """The detector around the backbone (as ``zennas export-mmdet``); omitted fields take its defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["gfl", "atss", "retinanet", "faster-rcnn"] | None = None
+    neck: Literal["gfpn", "fpn"] | None = None
+    depth: int | None = Field(None, ge=1, le=64, description="GFPN depth d (2d - 1 fusion layers)")
+    width: float | None = Field(None, gt=0, le=16, description="GFPN width (nodes are int(256 * width) wide)")
+    neck_channels: int | None = Field(None, ge=1, le=4096)
+    num_classes: int | None = Field(None, ge=1, le=100_000)
 
 
 class LatencyIn(BaseModel):
@@ -64,6 +78,7 @@ class SearchCreate(BaseModel):
     height: int | None = Field(None, ge=32, le=4096, multiple_of=32)
     width: int | None = Field(None, ge=32, le=4096, multiple_of=32)
     budgets: BudgetsIn = Field(default_factory=BudgetsIn)
+    detector: DetectorIn | None = Field(None, description="the detector whose neck and head budgets.scope=detector counts")
     population: int = Field(256, ge=2, le=1_000_000)
     iterations: int = Field(10_000, ge=1, le=100_000_000)
     generation: int = Field(16, ge=1, le=100_000)

@@ -12,6 +12,15 @@ from typing import Annotated
 
 import typer
 
+from zennas._cli_detector_options import (
+    D,
+    DetectorOpt,
+    GfpnDepthOpt,
+    GfpnWidthOpt,
+    NeckChannelsOpt,
+    NeckOpt,
+    NumClassesOpt,
+)
 from zennas.errors import SpecError
 
 
@@ -43,7 +52,9 @@ def _img_scale(text: str) -> tuple[int, int]:
 
 
 def export_onnx(
-    structure: Annotated[Path, typer.Argument(help="structure file: zennas JSON, TinyNAS list or ZenNAS string")],
+    structure: Annotated[Path, typer.Argument(
+        help="structure file (the backbone: zennas JSON, TinyNAS list or ZenNAS string) or a generated .py "
+             "config (the whole detector)")],
     out: Annotated[Path, typer.Option("--out", help="output file: .onnx, or .pt for TorchScript")],
     resolution: Annotated[int | None, typer.Option(help="square input size (default 480)")] = None,
     height: Annotated[int | None, typer.Option(help="input height (with --width) instead of --resolution")] = None,
@@ -52,8 +63,17 @@ def export_onnx(
     out_indices: Annotated[str | None, typer.Option(help="0-based stages to output, e.g. 1,2,3,4 (default: last three)")] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="trained weights: a backbone state dict or a detector checkpoint")] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset")] = 17,
+    check: Annotated[bool, typer.Option("--check", help="a .py config: compare ONNX Runtime with PyTorch, print both latencies")] = False,
 ) -> None:
-    """Export a backbone to ONNX (checked with onnx.checker) or TorchScript; outputs C3..C5 by default."""
+    """Export a backbone (structure file) or a whole detector (.py config) to ONNX, checked with onnx.checker.
+
+    A backbone outputs C3..C5 by default (or TorchScript with .pt). A detector config exports backbone + neck +
+    head, raw outputs (no NMS), input 1x3xHxW from the config's image scale padded to its pad_size_divisor."""
+    if structure.suffix == ".py":
+        _export_detector(structure, out, resolution, height, width, checkpoint, opset, check)
+        return
+    if check:
+        raise SpecError("--check applies to a detector config (.py), not to a backbone structure", field="check")
     from zennas.mmdet.export import export_onnx as to_onnx
     from zennas.mmdet.export import export_torchscript
 
@@ -68,13 +88,34 @@ def export_onnx(
     typer.echo(f"wrote {r.format} {r.path}: input image {tuple(r.input_shape)} -> {outs}")
 
 
+def _export_detector(config: Path, out: Path, resolution: int | None, height: int | None, width: int | None,
+                     checkpoint: Path | None, opset: int, check: bool) -> None:
+    from zennas.mmdet.detector_export import check_parity, export_detector_onnx
+
+    if out.suffix != ".onnx":
+        raise SpecError(f"out must be an .onnx file for a detector config, got {str(out)!r}", field="out")
+    h = height if height is not None else resolution
+    w = width if width is not None else (resolution if resolution is not None else height)
+    r, raw, _ = export_detector_onnx(config, out, height=h, width=w, checkpoint=checkpoint, opset=opset)
+    typer.echo(f"wrote onnx {r.path}: input image {r.input_shape} -> {len(r.output_names)} outputs "
+               f"({', '.join(f'{n} {s}' for n, s in zip(r.output_names, r.output_shapes, strict=True))})")
+    if not check:
+        return
+    rep = check_parity(r.path, raw, height=r.input_shape[2], width=r.input_shape[3])
+    typer.echo(f"parity: max abs diff {rep.max_abs_diff:.3g}, {rep.relative:.3g} of the output scale "
+               f"(worst {rep.worst_output}; tolerance {rep.tolerance:g}): {'ok' if rep.ok else 'FAILED'}")
+    typer.echo(f"latency (median, 1 image): pytorch {rep.torch_ms:.1f} ms, onnxruntime {rep.onnx_ms:.1f} ms")
+    if not rep.ok:
+        raise typer.Exit(1)
+
+
 def export_mmdet(
     structure: Annotated[Path, typer.Argument(help="structure file: zennas JSON, TinyNAS list or ZenNAS string")],
-    detector: Annotated[str, typer.Option(help="gfl | atss | retinanet | faster-rcnn")] = "gfl",
-    neck: Annotated[str, typer.Option(help="gfpn (GiraffeDet) | fpn")] = "gfpn",
-    gfpn_depth: Annotated[int, typer.Option(help="GFPN depth d (2d - 1 fusion layers)")] = 7,
-    gfpn_width: Annotated[float, typer.Option(help="GFPN width (fusion nodes are int(256 * width) wide)")] = 0.7,
-    num_classes: Annotated[int | None, typer.Option(help="number of classes (default: the class names' count)")] = None,
+    detector: DetectorOpt = D.detector,
+    neck: NeckOpt = D.neck,
+    gfpn_depth: GfpnDepthOpt = D.gfpn_depth,
+    gfpn_width: GfpnWidthOpt = D.gfpn_width,
+    num_classes: NumClassesOpt = None,
     classes: Annotated[str | None, typer.Option(help="class names a,b,c (default: read from the train annotation file)")] = None,
     data_root: Annotated[str, typer.Option(help="dataset root in COCO layout")] = "data/coco/",
     train_ann: Annotated[str, typer.Option(help="train annotations, relative to --data-root")] = "annotations/instances_train2017.json",
@@ -85,7 +126,7 @@ def export_mmdet(
     img_scale: Annotated[str, typer.Option(help="Resize scale WIDTH,HEIGHT (or one size)")] = "1333,800",
     batch_size: Annotated[int, typer.Option(help="images per GPU")] = 2,
     num_workers: Annotated[int, typer.Option(help="dataloader workers per GPU")] = 2,
-    neck_channels: Annotated[int, typer.Option(help="neck output channels = head channels")] = 256,
+    neck_channels: NeckChannelsOpt = D.neck_channels,
     lr: Annotated[float | None, typer.Option(help="SGD lr at a total batch of 16 (default: the base config's)")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="write the config here (default: stdout)")] = None,
 ) -> None:

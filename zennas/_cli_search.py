@@ -9,6 +9,16 @@ from typing import Annotated, Any
 
 import typer
 
+from zennas._cli_detector_options import (
+    BudgetScopeOpt,
+    MaybeDetectorOpt,
+    MaybeGfpnDepthOpt,
+    MaybeGfpnWidthOpt,
+    MaybeNeckChannelsOpt,
+    MaybeNeckOpt,
+    NumClassesOpt,
+)
+
 
 def register(app: typer.Typer) -> None:
     app.command(name="search")(search)
@@ -139,13 +149,22 @@ def search(
     search_id: Annotated[str, typer.Option(help="name of this search inside the checkpoint database")] = "cli",
     resume: Annotated[bool, typer.Option(help="continue the search from its checkpoint")] = False,
     out: Annotated[Path | None, typer.Option(help="write structure.json/.txt, search.json and trials.jsonl here")] = None,
+    budget_scope: BudgetScopeOpt = "backbone",
+    detector: MaybeDetectorOpt = None,
+    neck: MaybeNeckOpt = None,
+    gfpn_depth: MaybeGfpnDepthOpt = None,
+    gfpn_width: MaybeGfpnWidthOpt = None,
+    num_classes: NumClassesOpt = None,
+    neck_channels: MaybeNeckChannelsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Search a backbone with the highest zero-shot score under your budgets."""
     import json
+    from dataclasses import replace
 
     import optuna
 
+    from zennas.detector import DetectorSettings
     from zennas.search import LatencySpec, Search, SearchSpec, SearchStore
     from zennas.search.output import write_outputs
     from zennas.space.formats import load_structure
@@ -161,10 +180,15 @@ def search(
     settings: dict[str, Any] = {}
     if score_resolution is not None:
         settings["resolution"] = score_resolution
+    given: dict[str, Any] = {k: v for k, v in (("detector", detector), ("neck", neck), ("gfpn_depth", gfpn_depth),
+                               ("gfpn_width", gfpn_width), ("num_classes", num_classes),
+                               ("neck_channels", neck_channels)) if v is not None}
+    det = DetectorSettings(**given) if given or budget_scope == "detector" else None
     spec = SearchSpec(
         space=space, space_doc=space_doc, score=score, score_settings=settings, height=h, width=w,
-        budgets=budgets_from_options(flops=budget_flops, params=budget_params, layers=budget_layers,
-                                     latency_ms=budget_latency_ms),
+        budgets=replace(budgets_from_options(flops=budget_flops, params=budget_params, layers=budget_layers,
+                                             latency_ms=budget_latency_ms), scope=budget_scope),
+        detector=det,
         population=population, iterations=iterations, generation=generation, sampler=sampler,
         objectives=tuple(objective or ["flops"]), seed=seed,
         start=load_structure(start) if start is not None else None,
@@ -213,6 +237,14 @@ def search(
     print(f"best score {result.best_score:.4f} ({spec.score}) after {result.n_trials} trials in {result.seconds:.2f} s")
     print(f"  FLOPs {c['flops'] / 1e9:.3f} G (MACs + BN/act ops) at {h}x{w}, params {c['params'] / 1e6:.3f} M, "
           f"layers {c['layers']}; evaluated {result.evaluated}, rejected {result.rejected}, failed {result.failed}")
+    if "detector" in c:
+        d = c["detector"]
+        ds = d["detector"]
+        neck_desc = f"GFPN {ds['gfpn_depth']}/{ds['gfpn_width']}" if ds["neck"] == "gfpn" else "FPN"
+        print(f"  detector {ds['detector']} + {neck_desc} ({c['budget_scope']} budget scope): total "
+              f"{d['total']['flops'] / 1e9:.3f} GFLOPs = backbone "
+              f"{d['backbone']['flops'] / 1e9:.3f} + neck {d['neck']['flops'] / 1e9:.3f} + head "
+              f"{d['head']['flops'] / 1e9:.3f}; params {d['total']['params'] / 1e6:.3f} M")
     cert = result.certificate
     if cert is not None and cert.get("available"):
         src = " (the bound programme's structure beat the evolution's best: returned instead)" \

@@ -19,6 +19,7 @@ from zennas_api.queue import FINISHED, STATES, Job, encode_cursor, etag
 from zennas_api.schemas import BudgetsIn, SearchCreate, SearchList, SearchPublic
 
 from zennas.admission import admit_spec
+from zennas.detector import DetectorSettings
 from zennas.errors import SpecError, StructureError
 from zennas.search import SearchSpec, check_feasible
 from zennas.search.driver import PROGRESS_SCHEMA
@@ -121,7 +122,9 @@ def to_spec(body: SearchCreate, settings: SettingsDep) -> SearchSpec:
         budgets=_budgets(body.budgets), population=body.population, iterations=body.iterations,
         generation=body.generation, checkpoint_every=body.checkpoint_every, sampler=body.sampler,
         latency=LatencySpec(**body.latency.model_dump()),
-        objectives=tuple(body.objectives), seed=body.seed, start=start, limits=settings.limits)
+        objectives=tuple(body.objectives), seed=body.seed, start=start, limits=settings.limits,
+        detector=DetectorSettings.from_dict(body.detector.model_dump(exclude_none=True))
+        if body.detector is not None else None)
     admit_spec(spec, settings.limits)  # score settings, sizes, and the start's forward passes: before it is stored
     check_feasible(spec)
     return spec

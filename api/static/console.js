@@ -388,8 +388,10 @@ function renderJob(initial) {
     try {
       const manifest = await api(`${base}/artifacts/manifest.json`);
       const files = manifest.files || {};
+      // the config is named after the searched detector: mmdet/<detector>_<neck>_config.py
+      const mmdet = Object.keys(files).find((p) => p.startsWith('mmdet/') && p.endsWith('_config.py'));
       const extra = [
-        ['mmdet/gfl_gfpn_config.py', 'dl-mmdet', 'MMDetection config', `zennas-${id}-gfl_gfpn_config.py`],
+        ...(mmdet ? [[mmdet, 'dl-mmdet', 'MMDetection config', `zennas-${id}-${mmdet.slice('mmdet/'.length)}`]] : []),
         ['report.html', 'dl-report', 'HTML report', `zennas-${id}-report.html`],
       ];
       for (const [path, elId, label, name] of extra) {

@@ -43,6 +43,13 @@ CASES: list[tuple[str, dict[str, Any], int, str]] = [
     ("space-doc-unknown-key", {"json": {"space_doc": SPACE_DOC_BAD}}, 422, "space_doc.bogus_key"),
     ("unmeetable-flops-budget", {"json": {"budgets": {"flops": 1}}}, 422, "budgets.flops"),
     ("unmeetable-params-budget", {"json": {"budgets": {"params": 10}}}, 422, "budgets.params"),
+    ("bad-budget-scope", {"json": {"budgets": {"scope": "neck"}}}, 422, "budgets.scope"),
+    ("bad-detector-depth", {"json": {"detector": {"depth": 0}}}, 422, "detector.depth"),
+    ("detector-gn-channels", {"json": {"detector": {"type": "gfl", "neck_channels": 48}}}, 422,
+     "detector.neck_channels"),
+    # 19 GFLOPs on the backbone is plenty, but not for the backbone + GFPN-D7 + GFL head at 480
+    ("unmeetable-detector-budget", {"json": {"budgets": {"flops": 1.9e10, "scope": "detector"}}}, 422,
+     "budgets.flops"),
     ("bad-start-structure", {"json": {"start": "not a structure"}}, 422, "start"),
     ("bad-score-settings", {"json": {"score": "zen", "score_settings": {"nonsense": 1}}}, 422,
      "score_settings.nonsense"),

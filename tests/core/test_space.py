@@ -34,7 +34,7 @@ SHIPPED = Path(__file__).parent.parent.parent / "search_spaces"
 
 
 def test_space_names() -> None:
-    assert space_names() == ["detection-dw", "detection-k1kxk1", "giraffe-s2d"]
+    assert space_names() == ["detection-dw", "detection-k1kxk1", "giraffe-s2d", "giraffe-s2d-gfpn"]
 
 
 @pytest.mark.parametrize("name", space_names())

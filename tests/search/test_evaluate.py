@@ -84,3 +84,27 @@ def test_cache_is_bounded_and_figures_survive_a_clear(monkeypatch: pytest.Monkey
     assert max(len(c) for c in ev._caches) <= 8
     assert [ev(s) for s in walk] == first
     assert CACHE_LIMIT >= 1 << 10
+
+
+@pytest.mark.parametrize("neck", ["gfpn", "fpn"])
+def test_detector_scope_adds_the_neck_and_head_before_the_budgets(neck: str) -> None:
+    from zennas.detector import DetectorSettings, detector_flops_params
+    from zennas.detector.cost import DetectorTerm
+    from zennas.search.evaluate import DetectorScope
+
+    space = get_space("detection-k1kxk1")
+    det = DetectorSettings(neck=neck, gfpn_depth=2, gfpn_width=0.5)
+    whole = [DetectorScope(DetectorTerm(det, space.start, 480, 480))]
+    start_total = detector_flops_params(space.start, det, 480, 480)[0]
+    limit = 1.05 * start_total  # above the start's whole detector, below many candidates' ones
+    ev = search_evaluator(space.start, 480, 480, score="entropy-analytic", settings={},
+                          stage_weights=space.stage_weights, flops=limit, whole=whole)
+    seen = {"ok": 0, "rejected": 0}
+    for s in _walk("detection-k1kxk1", 300):
+        e = ev(s)
+        flops, params = detector_flops_params(s, det, 480, 480)
+        assert e.flops == pytest.approx(flops, rel=1e-12) and e.params == pytest.approx(params, rel=1e-12)
+        assert e.layers == costs(s, 480, 480).layers  # layers stay the backbone's
+        assert e.reason == ("flops" if flops > limit else None)
+        seen["ok" if e.reason is None else "rejected"] += 1
+    assert seen["ok"] > 0 and seen["rejected"] > 0

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zennas.detector.settings import DEFAULT_DETECTOR
+from zennas.detector.settings import levels as detector_levels
 from zennas.errors import SpecError
 from zennas.space.structure import Structure
 
@@ -186,8 +188,8 @@ def _pick_stages(structure: Structure, strides: Sequence[int]) -> list[int]:
 def make_config(
     structure: Any,
     *,
-    detector: str = "gfl",
-    neck: str = "gfpn",
+    detector: str = DEFAULT_DETECTOR.detector,
+    neck: str = DEFAULT_DETECTOR.neck,
     num_classes: int | None = None,
     classes: Sequence[str] | str | None = None,
     data_root: str | Path = "data/coco/",
@@ -195,9 +197,9 @@ def make_config(
     train_img: str = COCO_LAYOUT["train_img"],
     val_ann: str = COCO_LAYOUT["val_ann"],
     val_img: str = COCO_LAYOUT["val_img"],
-    gfpn_depth: int = 7,
-    gfpn_width: float = 0.7,
-    neck_channels: int = 256,
+    gfpn_depth: int = DEFAULT_DETECTOR.gfpn_depth,
+    gfpn_width: float = DEFAULT_DETECTOR.gfpn_width,
+    neck_channels: int = DEFAULT_DETECTOR.neck_channels,
     max_epochs: int | None = None,
     img_scale: int | Sequence[int] = (1333, 800),
     batch_size: int = 2,
@@ -259,9 +261,7 @@ def make_config(
     names, n_classes = _resolve_classes(classes, num_classes, Path(root) / train_ann)
 
     # Levels from the detector: P3-P7 on C3..C5 (single-stage), P2-P6 on C2..C5 (Faster R-CNN).
-    first_in, n_in = (2, 4) if spec.two_stage else (3, 3)
-    in_levels = tuple(range(first_in, first_in + n_in))
-    out_levels = tuple(range(first_in, first_in + 5))
+    in_levels, out_levels = detector_levels(spec.two_stage)
     out_indices = _pick_stages(s, [2**lvl for lvl in in_levels])
     from zennas.blocks.backbone import stages
 

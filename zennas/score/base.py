@@ -161,6 +161,8 @@ _KINDS: dict[str, ScoreKind] = {k.name: k for k in (
     ScoreKind("grad-norm", "zennas.score.baselines:_grad_norm", forward_pass=True,
               description="baseline: gradient norm at init"),
     ScoreKind("synflow", "zennas.score.baselines:_synflow", forward_pass=True, description="baseline: SynFlow"),
+    ScoreKind("neck-entropy-analytic", "zennas.score.neck:_make", forward_pass=False,
+              description="zennas's neck entropy in closed form; a search co-searches the GFPN neck (detector scope)"),
 )}
 
 

@@ -28,9 +28,11 @@ from optuna.trial import TrialState
 
 from zennas.admission import CandidateCheck
 from zennas.cost import costs
+from zennas.detector.cost import DetectorTerm, detector_costs
 from zennas.errors import SpecError
 from zennas.score import make_scorer, score_kind
-from zennas.search.evaluate import Evaluation, search_evaluator
+from zennas.search.evaluate import SCORE_AT, DetectorScope, Evaluation, WholeTerm, search_evaluator
+from zennas.search.neck import NECK_SCORE, NeckCoSearch, make_neck_chooser
 from zennas.search.population import Population
 from zennas.search.provenance import provenance
 from zennas.search.rows import WHOLE_BELOW, decode, encode
@@ -249,11 +251,22 @@ class Search:
         if (not self.driver_scored or self.needs_latency) and backend is None:
             raise SpecError(f"score {spec.score!r}{' with a latency budget' if self.needs_latency else ''} "
                             "needs an evaluation backend (Ray workers or the local backend)", field="score")
+        # the whole detector: the neck co-search chooses each backbone's neck (its score, and in detector
+        # scope its cost); otherwise detector scope adds the spec's neck and head to FLOPs and params
+        self.neck = NeckCoSearch(make_neck_chooser(spec, self.space, self.start, self.budgets)) \
+            if spec.score == NECK_SCORE else None
+        det = spec.detector_settings()
+        whole: list[WholeTerm] = []
+        if self.neck is not None:
+            whole.append(self.neck)
+        elif det is not None:
+            whole.append(DetectorScope(DetectorTerm(det, self.start, spec.height, spec.width)))
         self.evaluator = search_evaluator(
             self.start, spec.height, spec.width, score=spec.score, settings=dict(spec.score_settings),
             stage_weights=self.space.stage_weights, flops=self.budgets.flops, params=self.budgets.params,
-            layers=self.budgets.layers)
-        if self.driver_scored and spec.score != "entropy-analytic":  # validates their settings (imports torch)
+            layers=self.budgets.layers, whole=whole)
+        assert self.neck is None or self.evaluator.score_index == SCORE_AT
+        if self.driver_scored and spec.score not in ("entropy-analytic", NECK_SCORE):  # validates their settings
             make_scorer(spec.score, **dict(spec.score_settings))
         self.mutator = Mutator(self.space, budget_layers=self.budgets.layers, height=spec.height, width=spec.width)
         self._rows: list[TrialRow] = []  # trial rows not yet written to the store
@@ -576,9 +589,17 @@ class Search:
             best_s, best_score = Structure.from_dict(cert["structure"]), cert["score"]
             cert["best_from"] = "bound programme"
         c = costs(best_s, self.spec.height, self.spec.width)
+        best_costs: dict[str, Any] = {**c.to_dict(), "flops_unit": "MACs + BN/activation element ops"}
+        det = self.spec.detector or self.spec.detector_settings()
+        if self.neck is not None:  # the neck chosen for the best backbone
+            det = self.neck.choice(best_s, self.evaluator.block_totals(best_s)).settings
+            best_costs["neck_choice"] = {"gfpn_depth": det.gfpn_depth, "gfpn_width": det.gfpn_width}
+        if det is not None:  # the whole detector's terms; budgets.scope says which ones the budgets counted
+            best_costs["detector"] = detector_costs(best_s, det, self.spec.height, self.spec.width).to_dict()
+            best_costs["budget_scope"] = self.spec.budgets.scope
         return SearchResult(
             search_id=self.search_id, spec=self.spec.to_dict(), best_structure=best_s, best_score=best_score,
-            best_costs={**c.to_dict(), "flops_unit": "MACs + BN/activation element ops"},
+            best_costs=best_costs,
             n_trials=cp.n_trials, evaluated=counts["evaluated"], rejected=counts["rejected"],
             failed=counts["failed"], seconds=st.get("elapsed", time.perf_counter() - t_start),
             pareto_front=front, best_curve=[tuple(x) for x in st.get("best_curve", [])],  # type: ignore[misc]

@@ -13,7 +13,13 @@ The closed-form entropy is such a sum too: with stage ends e_1 < ... < e_m and w
 ``logstd_i * sum_{j >= k} w_j``, and a stage's last block adds ``w_k log C``.
 
 To add a term: subclass :class:`Term` (``name`` and ``share``) and pass it in ``Evaluator(terms=...)``
-(:func:`search_terms` builds a search's terms); give it a limit to make it a budget.
+(:func:`search_evaluator` builds a search's terms); give it a limit to make it a budget.
+
+A figure that is not a sum of block shares is a :class:`WholeTerm`: the whole detector's neck and
+head (:class:`DetectorScope`) cost what the channels of the blocks that end each stride jointly
+decide, and the neck co-search (:mod:`zennas.search.neck`) chooses the neck of the whole backbone.
+A whole term adjusts the block terms' totals (adds the neck and head to FLOPs and params, sets the
+score) before the budget limits are checked, so every budget check counts what the scope says.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from zennas.cost import BlockCost, block_cost
+from zennas.detector.cost import DetectorTerm
 from zennas.errors import SpecError
 from zennas.score.base import check_weights
 from zennas.space.structure import Block, Structure
@@ -32,6 +39,7 @@ from zennas.space.structure import Block, Structure
 # the uncached cost function: the evaluator keeps its own bounded cache, keyed by position as well
 _block_cost = getattr(block_cost, "__wrapped__", block_cost)
 
+SCORE_AT = 3  # the index of the closed-form score's total (after FLOPs, params, layers)
 CACHE_LIMIT = 1 << 13  # cached blocks per position; a full cache is cleared (bounded memory in long searches)
 
 
@@ -121,6 +129,37 @@ class EntropyAnalytic(Term):
         return v
 
 
+class Placeholder(Term):
+    """A term with no block shares: a :class:`WholeTerm` sets its total (the neck co-search's score)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def share(self, block: Block, cost: BlockCost, at: Position) -> float:
+        return 0.0
+
+
+class WholeTerm(ABC):
+    """Figures of a candidate that are not sums of block shares (see the module docstring).
+    Contract: ``adjust`` is a pure function of the candidate and the block terms' totals."""
+
+    @abstractmethod
+    def adjust(self, s: Structure, totals: tuple[float, ...]) -> tuple[float, ...]:
+        """The totals (in the evaluator's term order) with this term's part added or set."""
+
+
+class DetectorScope(WholeTerm):
+    """Budgets in detector scope: the neck and head's FLOPs and params added to the backbone's
+    (:class:`zennas.detector.cost.DetectorTerm`, cached per channel tuple of the neck's input levels)."""
+
+    def __init__(self, term: DetectorTerm) -> None:
+        self.term = term
+
+    def adjust(self, s: Structure, totals: tuple[float, ...]) -> tuple[float, ...]:
+        f, p = self.term.of(s)
+        return (totals[0] + f, totals[1] + p, *totals[2:])
+
+
 class Evaluation(NamedTuple):
     """A candidate's figures. ``totals``: each term's sum, in the evaluator's term order (the first
     three are always FLOPs, params and layers, then the closed-form score if any, then added terms)."""
@@ -143,11 +182,13 @@ class Evaluation(NamedTuple):
 
 class Evaluator:
     """Evaluates candidates that share the strides of ``start``: the terms' totals and the first
-    budget broken. ``limits``: term name -> upper bound (checked in the order given)."""
+    budget broken. ``limits``: term name -> upper bound (checked in the order given); ``whole``:
+    terms of the whole candidate, applied in order to the block terms' totals before the limits."""
 
     def __init__(self, start: Structure, height: int, width: int, terms: Sequence[Term],
                  limits: dict[str, float] | None = None, score: str | None = None,
-                 score_transform: Callable[[float], float] | None = None) -> None:
+                 score_transform: Callable[[float], float] | None = None,
+                 whole: Sequence[WholeTerm] = ()) -> None:
         self.positions = positions(start, height, width)
         self.terms = tuple(terms)
         self.names = tuple(t.name for t in self.terms)
@@ -157,6 +198,7 @@ class Evaluator:
         self.limits = tuple((index[name], name, float(limit)) for name, limit in (limits or {}).items())
         self.score_index = index[score] if score is not None else None  # the term the score is made of
         self.score_transform = score_transform  # score = transform(that term's total); None: the total
+        self.whole = tuple(whole)
         self._caches: tuple[dict[Block, tuple[float, ...]], ...] = tuple({} for _ in self.positions)
 
     def _shares(self, at: Position, b: Block) -> tuple[float, ...]:
@@ -167,13 +209,19 @@ class Evaluator:
         v = cache[b] = tuple([t.share(b, cost, at) for t in self.terms])
         return v
 
-    def __call__(self, s: Structure) -> Evaluation:
-        """The terms' totals (summed in block order) and the first budget broken."""
+    def block_totals(self, s: Structure) -> tuple[float, ...]:
+        """The terms' totals over the blocks alone (summed in block order), before the whole terms."""
         shares = list(map(dict.get, self._caches, s.blocks))  # one cache per position
         if None in shares:
             shares = [v if v is not None else self._shares(at, b)
                       for v, b, at in zip(shares, s.blocks, self.positions, strict=True)]
-        totals = tuple(map(sum, zip(*shares, strict=True)))  # per term, summed in block order
+        return tuple(map(sum, zip(*shares, strict=True)))  # per term, summed in block order
+
+    def __call__(self, s: Structure) -> Evaluation:
+        """The terms' totals (the blocks', then the whole terms applied) and the first budget broken."""
+        totals = self.block_totals(s)
+        for w in self.whole:
+            totals = w.adjust(s, totals)
         for j, name, limit in self.limits:
             if totals[j] > limit:
                 return Evaluation(totals, name)
@@ -192,7 +240,10 @@ class Evaluator:
 def score_term(score: str, settings: dict[str, object], height: int, width: int,
                stage_weights: Sequence[float]) -> Term | None:
     """The term of a closed-form score (None for a forward-pass score). The ``params`` and
-    ``flops`` scores are the log of their term (zennas.score.baselines)."""
+    ``flops`` scores are the log of their term (zennas.score.baselines); the neck co-search's score
+    is set by its whole term (zennas.search.neck)."""
+    if score == "neck-entropy-analytic":
+        return Placeholder("score")
     if score == "entropy-analytic":
         return EntropyAnalytic(settings.get("stage_weights", stage_weights))  # type: ignore[arg-type]
     if score in ("params", "flops"):
@@ -205,9 +256,10 @@ def score_term(score: str, settings: dict[str, object], height: int, width: int,
 
 def search_evaluator(start: Structure, height: int, width: int, *, score: str, settings: dict[str, object],
                      stage_weights: Sequence[float], flops: float | None = None, params: float | None = None,
-                     layers: int | None = None) -> Evaluator:
+                     layers: int | None = None, whole: Sequence[WholeTerm] = ()) -> Evaluator:
     """The evaluator of one search: FLOPs, params, layers, the closed-form score if any; the given
-    budgets as limits (checked layers, FLOPs, params: the first broken names the rejection)."""
+    budgets as limits (checked layers, FLOPs, params: the first broken names the rejection);
+    ``whole``: the terms of the whole candidate (the detector's neck and head in detector scope)."""
     terms: list[Term] = [Flops(), Params(), Layers()]
     st = score_term(score, settings, height, width, stage_weights)
     score_name = None
@@ -224,4 +276,4 @@ def search_evaluator(start: Structure, height: int, width: int, *, score: str, s
             terms.append(st)
             score_name = st.name
     limits = {name: v for name, v in (("layers", layers), ("flops", flops), ("params", params)) if v is not None}
-    return Evaluator(start, height, width, terms, limits, score_name, transform)
+    return Evaluator(start, height, width, terms, limits, score_name, transform, whole)

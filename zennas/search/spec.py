@@ -9,6 +9,7 @@ from typing import Any
 
 from zennas.admission import Limits
 from zennas.cost import costs
+from zennas.detector.settings import DetectorSettings
 from zennas.errors import SpaceError, SpecError, StructureError
 from zennas.score.base import score_kind
 from zennas.space.space import SearchSpace, check_structure_in_space, get_space, space_from_dict
@@ -24,6 +25,7 @@ MAX_SEED = 2**31 - 1
 
 
 BUDGET_FIELDS = ("flops", "params", "layers", "latency_ms")
+BUDGET_SCOPES = ("backbone", "detector")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Budgets:
     layers: int | None = None  # main-path conv layers
     latency_ms: float | None = None  # median latency measured on the evaluating worker (ms)
     removed: tuple[str, ...] = ()  # budgets explicitly removed (no space default either)
+    scope: str = "backbone"  # what flops/params budgets count: "backbone" | "detector" (+ neck + head)
 
     def __post_init__(self) -> None:
         if isinstance(self.removed, (str, bytes)) or not isinstance(self.removed, (tuple, list)):
@@ -87,6 +90,9 @@ class SearchSpec:
     # forward pass would break them are rejected before they run; recorded in the spec so that a
     # resumed search rejects the same ones (see zennas.admission).
     limits: Limits | None = None
+    # the detector around the backbone (zennas.detector.DetectorSettings); with budgets.scope "detector"
+    # the flops/params budgets count backbone + neck + head (default settings when not given)
+    detector: DetectorSettings | None = None
 
     def __post_init__(self) -> None:
         def bad(f: str, msg: str) -> SpecError:
@@ -135,6 +141,10 @@ class SearchSpec:
                 raise bad(f"budgets.{f}", f"must be a positive number, got {v!r}")
             if v is not None and not lo <= v <= hi:
                 raise bad(f"budgets.{f}", f"must be in [{lo:g}, {hi:g}], got {v!r}")
+        if b.scope not in BUDGET_SCOPES:
+            raise bad("budgets.scope", f"must be one of {', '.join(BUDGET_SCOPES)}, got {b.scope!r}")
+        if self.detector is not None and not isinstance(self.detector, DetectorSettings):
+            raise bad("detector", f"must be detector settings, got {type(self.detector).__name__}")
         lat = self.latency
         for f in ("batch", "runs", "threads", "warmup"):
             v = getattr(lat, f)
@@ -171,7 +181,30 @@ class SearchSpec:
             v = getattr(b, f)
             return getattr(d, f) if v is None else v
 
-        return Budgets(**{f: pick(f) for f in BUDGET_FIELDS})
+        return Budgets(**{f: pick(f) for f in BUDGET_FIELDS}, scope=b.scope)
+
+    def detector_settings(self) -> DetectorSettings | None:
+        """The detector whose neck and head the budgets also count, or None (backbone scope)."""
+        if self.budgets.scope != "detector":
+            return None
+        return self.detector or DetectorSettings()
+
+    def scoped_costs(self, structure: Structure, detector: DetectorSettings | None = None) -> tuple[float, float, int]:
+        """(flops, params, layers) as the budgets count them: the backbone's, plus neck and head in
+        detector scope (``detector`` overrides the spec's; layers always count the backbone's convs)."""
+        c = costs(structure, self.height, self.width)
+        det = self.detector_settings()
+        if det is not None and detector is not None:
+            det = detector
+        if det is None:
+            return c.flops, c.params, c.layers
+        from zennas.detector.cost import detector_flops_params
+
+        try:
+            flops, params = detector_flops_params(structure, det, self.height, self.width)
+        except SpecError as e:
+            raise SpecError(f"detector: {e.message}", field="detector") from e
+        return flops, params, c.layers
 
     def needs_backend(self, budgets: Budgets) -> bool:
         """Whether evaluation leaves the driver: a forward-pass score, or latency to measure."""
@@ -194,6 +227,7 @@ class SearchSpec:
         d["space_doc"] = dict(self.space_doc) if self.space_doc is not None else None
         d["score_settings"] = dict(self.score_settings)
         d["limits"] = self.limits.to_dict() if self.limits is not None else None
+        d["detector"] = self.detector.to_dict() if self.detector is not None else None
         return d
 
     @classmethod
@@ -214,6 +248,8 @@ class SearchSpec:
                 from zennas.space.formats import structure_from_obj
 
                 kw["start"] = structure_from_obj(kw["start"])
+            if kw.get("detector") is not None:
+                kw["detector"] = DetectorSettings.from_dict(kw["detector"])
             if "objectives" in kw and kw["objectives"] is not None:
                 kw["objectives"] = tuple(kw["objectives"])
         except StructureError as e:
@@ -277,17 +313,22 @@ def check_feasible(spec: SearchSpec, space: SearchSpace | None = None) -> Search
         raise SpecError(e.message, field=e.field) from e
     if start is not space.start:
         space = replace(space, start=start)
-    small = costs(smallest_structure(space), spec.height, spec.width)
-    here = costs(start, spec.height, spec.width)
-    for f, have_small, have_start in (("flops", small.flops, here.flops), ("params", small.params, here.params),
-                                      ("layers", small.layers, here.layers)):
+    cheapest = None  # a neck co-search: the smallest GFPN of the space's choices must fit
+    if spec.score == "neck-entropy-analytic" and space.neck is not None and spec.budgets.scope == "detector":
+        base = spec.detector or DetectorSettings()
+        cheapest = replace(base, gfpn_depth=min(space.neck.depths), gfpn_width=float(min(space.neck.widths)))
+    small = spec.scoped_costs(smallest_structure(space), cheapest)
+    here = spec.scoped_costs(start, cheapest)
+    for f, have_small, have_start in (("flops", small[0], here[0]), ("params", small[1], here[1]),
+                                      ("layers", small[2], here[2])):
         limit = getattr(budgets, f)
         if limit is None:
             continue
         if have_small > limit:
             raise SpecError(
                 f"budgets.{f} = {limit:g} cannot be met: even the smallest structure of space "
-                f"{space.name!r} needs {have_small:g} at {spec.height}x{spec.width}",
+                f"{space.name!r} needs {have_small:g} at {spec.height}x{spec.width}"
+                + (" with the detector's neck and head" if budgets.scope == "detector" else ""),
                 field=f"budgets.{f}",
             )
         if have_start > limit:

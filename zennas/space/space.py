@@ -61,6 +61,14 @@ class Budgets:
 
 
 @dataclass(frozen=True)
+class NeckChoices:
+    """GFPN sizes a neck co-search may choose from (score ``neck-entropy-analytic``)."""
+
+    depths: tuple[int, ...] = (2, 3, 5, 7)  # GFPN depths d (2d - 1 fusion layers)
+    widths: tuple[float, ...] = (0.5, 0.7, 1.0)  # GFPN widths (nodes are int(256 * width) wide)
+
+
+@dataclass(frozen=True)
 class BlockTypes:
     first: tuple[str, ...] = ("ConvKXBNRELU",)  # types allowed as block 0 (the stem)
     rest: tuple[str, ...] = ("SuperResK1KXK1",)  # types allowed elsewhere
@@ -76,6 +84,7 @@ class SearchSpace:
     stage_weights: tuple[float, ...] = (0.0, 0.0, 1.0, 1.0, 6.0)  # default score weights per stage
     mutation: MutationRules = field(default_factory=MutationRules)
     budgets: Budgets = field(default_factory=Budgets)
+    neck: NeckChoices | None = None  # neck choices for a co-search of backbone and GFPN neck
 
     def __post_init__(self) -> None:
         check_structure_in_space(self, self.start, "start")
@@ -224,6 +233,11 @@ def _check_values(obj: Any, prefix: str, src: str) -> None:
             v = getattr(obj, key)
             if v is not None and v <= 0:
                 raise bad(key, v, "must be positive")
+    if isinstance(obj, NeckChoices):
+        if any(d < 1 for d in obj.depths):
+            raise bad("depths", list(obj.depths), "depths must be >= 1")
+        if any(int(256 * w) < 1 for w in obj.widths):
+            raise bad("widths", list(obj.widths), "widths must give at least one channel (int(256 * width) >= 1)")
     if isinstance(obj, BlockTypes):
         for key in ("first", "rest"):
             for v in getattr(obj, key):
