@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing as mp
+import os
+import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -37,6 +39,11 @@ def _vm_size() -> int:
     except OSError:
         pass
     return 0
+
+
+# what a score worker must not inherit: it signs nothing, and it runs user-chosen structures
+SECRET_ENV = ("ZENNAS_SECRET_KEY", "ZENNAS_METRICS_TOKEN")
+_ENV_LOCK = threading.Lock()  # the environment is process-wide: one worker start at a time hides it
 
 
 def worker_main(conn: Connection, memory_cap: int | None) -> None:
@@ -124,7 +131,12 @@ class ScorePool:
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=worker_main, args=(child, self.memory_cap), daemon=True, name="zennas-score")
-        proc.start()
+        with _ENV_LOCK:  # a spawned process inherits os.environ: start it without the secrets
+            hidden = {k: os.environ.pop(k) for k in SECRET_ENV if k in os.environ}
+            try:
+                proc.start()
+            finally:
+                os.environ.update(hidden)
         child.close()
         self.started += 1
         w = _Worker(proc, parent)
