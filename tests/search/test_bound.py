@@ -187,3 +187,24 @@ def test_every_structure_the_mutation_reaches_lies_in_the_relaxed_set(name: str,
         for _ in range(5000):
             cur = mut.mutate(cur, rng)
             assert rel.outside(cur) is None, (rel.outside(cur), cur.to_dict())
+
+
+def test_long_chains_are_refused_before_any_table_is_built() -> None:
+    """A 2,000-block search (tests/search/test_store_large.py) must not build the programme's tables:
+    it is refused up front, naming ``start``, and a search reports "no bound" instead."""
+    from zennas.search.bound import MAX_BLOCKS, BoundUnavailable, certificate
+    from zennas.search.spec import Budgets
+    from zennas.space.space import get_space
+    from zennas.space.structure import Block, Structure
+
+    sp = get_space("detection-k1kxk1")
+    stem = sp.start.blocks[0]
+    blocks = [stem] + [Block("SuperResK1KXK1", stem.out_channels, stem.out_channels, 1, 3, 1, 16)
+                       for _ in range(MAX_BLOCKS)]
+    long = Structure(tuple(blocks))
+    with pytest.raises(BoundUnavailable) as e:
+        bound(sp, start=long, budget_flops=1e12, budget_layers=10_000)
+    assert e.value.field == "start"
+    cert = certificate(sp, long, budgets=Budgets(flops=1e12, layers=10_000), height=480, width=480,
+                       weights=sp.stage_weights, sampler="evolution", best_score=1.0)
+    assert cert == {"available": False, "reason": cert["reason"]} and str(MAX_BLOCKS) in cert["reason"]

@@ -63,6 +63,11 @@ _COST = getattr(block_cost, "__wrapped__", block_cost)  # uncached: the grid wou
 _NEG = -np.inf
 
 
+# the longest chain the programme runs on: its tables and DP states grow with the number of blocks
+# (the shipped spaces have 5-8; a 2,000-block structure would need tens of GB and is refused up front)
+MAX_BLOCKS = 32
+
+
 class BoundUnavailable(SpecError):
     """No certificate can be computed for this search (another score, an unbounded space, a cost
     model the programme cannot decompose)."""
@@ -728,6 +733,9 @@ def bound(space: SearchSpace, *, start: Structure | None = None, budget_flops: f
     if budget_flops is None and budget_params is None and budget_layers is None:
         raise BoundUnavailable("a certificate needs at least one of the FLOPs, params or layers budgets",
                                field="budgets")
+    if len(start.blocks) > MAX_BLOCKS:  # refused before any table is built: its memory grows with the chain
+        raise BoundUnavailable(f"the certificate's programme is sized for chains of at most {MAX_BLOCKS} blocks; "
+                               f"this start has {len(start.blocks)}", field="start")
     rel = relax(space, start, budget_layers=budget_layers, height=height, width=width, weights=weights,
                 sampler=sampler)
     prog = _Programme(rel)
