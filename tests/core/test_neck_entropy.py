@@ -66,3 +66,18 @@ def test_neck_score_uses_the_backbone_and_grows_with_depth() -> None:
     with pytest.raises(ScoreError) as ei:
         neck_entropy_analytic(start, DetectorSettings(), weights=(1.0, 2.0))
     assert ei.value.field == "weights"
+
+
+def test_registered_neck_score_equals_the_closed_form() -> None:
+    """``neck-entropy-analytic`` as a registered score (``zennas score``, the registry) scores a structure
+    with the default detector's GFPN exactly as :func:`neck_entropy_analytic` does."""
+    from zennas.detector.settings import DetectorSettings
+    from zennas.score import make_scorer, score_kind
+    from zennas.score.neck import neck_entropy_analytic
+    from zennas.space.space import get_space
+
+    s = get_space("detection-k1kxk1").start
+    assert not score_kind("neck-entropy-analytic").forward_pass
+    r = make_scorer("neck-entropy-analytic")(s)
+    assert r.score == neck_entropy_analytic(s, DetectorSettings()).score
+    assert r.name == "neck-entropy-analytic"

@@ -122,7 +122,7 @@ def test_make_scorer_unknown_setting() -> None:
 
 def test_score_names() -> None:
     assert score_names() == sorted(
-        ["entropy", "entropy-analytic", "zen", "params", "flops", "grad-norm", "synflow"]
+        ["entropy", "entropy-analytic", "zen", "params", "flops", "grad-norm", "synflow", "neck-entropy-analytic"]
     )
 
 
