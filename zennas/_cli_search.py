@@ -19,8 +19,11 @@ def _backend(spec: Any, workers: int | None, ray_address: str | None, local: boo
     from zennas.search.spec import ANALYTIC_SCORES
 
     budgets = spec.effective_budgets(spec.resolve_space())
-    needs = spec.score not in ANALYTIC_SCORES or budgets.latency_ms is not None or (
-        spec.sampler == "nsga2" and "latency" in spec.objectives)
+    if spec.latency.profile is not None:  # predicted latency: a backend only to verify on a labelled Ray node
+        needs = spec.score not in ANALYTIC_SCORES or spec.latency.resource is not None or ray_address is not None
+    else:
+        needs = spec.score not in ANALYTIC_SCORES or budgets.latency_ms is not None or (
+            spec.sampler == "nsga2" and "latency" in spec.objectives)
     if not needs:
         return None
     if local:
@@ -43,7 +46,9 @@ def search(
     budget_flops: Annotated[float | None, typer.Option(help="FLOPs budget (MACs + BN/act ops), e.g. 188e8")] = None,
     budget_params: Annotated[float | None, typer.Option(help="parameter budget")] = None,
     budget_layers: Annotated[int | None, typer.Option(help="layer budget (main-path convs)")] = None,
-    budget_latency_ms: Annotated[float | None, typer.Option(help="latency budget in ms, measured on the workers")] = None,
+    budget_latency_ms: Annotated[float | None, typer.Option(help="latency budget in ms: predicted by --latency-profile, else measured on the workers")] = None,
+    latency_profile: Annotated[Path | None, typer.Option(help="device latency profile (zennas profile build): predict each candidate's latency, verify the top-k on the device")] = None,
+    verify_top_k: Annotated[int, typer.Option(help="with --latency-profile: top candidates measured on the device at the end")] = 8,
     latency_resource: Annotated[str | None, typer.Option(help="Ray resource label of the latency-measuring nodes")] = None,
     population: Annotated[int, typer.Option(help="population size")] = 256,
     iterations: Annotated[int, typer.Option(help="candidates to evaluate")] = 100_000,
@@ -87,7 +92,8 @@ def search(
         population=population, iterations=iterations, generation=generation, sampler=sampler,
         objectives=tuple(objective or ["flops"]), seed=seed,
         start=load_structure(start) if start is not None else None,
-        latency=LatencySpec(resource=latency_resource),
+        latency=LatencySpec(resource=latency_resource, profile=str(latency_profile) if latency_profile else None,
+                            verify_top_k=verify_top_k),
     )
     db = checkpoint if checkpoint is not None else (out / "search.db" if out is not None else None)
     store = SearchStore.open(db if db is not None else "sqlite://")  # in-memory SQLite without a path
@@ -131,5 +137,22 @@ def search(
     print(f"best score {result.best_score:.4f} ({spec.score}) after {result.n_trials} trials in {result.seconds:.2f} s")
     print(f"  FLOPs {c['flops'] / 1e9:.3f} G (MACs + BN/act ops) at {h}x{w}, params {c['params'] / 1e6:.3f} M, "
           f"layers {c['layers']}; evaluated {result.evaluated}, rejected {result.rejected}, failed {result.failed}")
+    if result.latency is not None:
+        _print_verification(result.latency)
     if out is not None:
         print(f"  wrote {out}/structure.json, structure.txt, search.json, trials.jsonl")
+
+
+def _print_verification(lat: dict[str, Any]) -> None:
+    p = lat["profile"]
+    print(f"  latency predicted by {p['ref']} ({p['runtime']}, {p['threads']} thread(s), batch {p['batch']}); "
+          f"top {len(lat['candidates'])} measured on the device in {lat['seconds']:.1f} s:")
+    print("     #  trial      score  predicted ms  measured ms   error  budget")
+    for c in lat["candidates"]:
+        m = "-" if c["measured_ms"] is None else f"{c['measured_ms']:.3f}"
+        e = "" if c["error"] is None else f"{100 * c['error']:+.1f}%"
+        mark = " <- winner" if c["rank"] == lat["winner"] else ""
+        print(f"    {c['rank']:2d} {c['number']:6d} {c['score']:10.3f} {c['predicted_ms']:13.3f} {m:>12} "
+              f"{e:>7}  {'ok' if c['meets_budget'] else 'over'}{mark}")
+    for w in lat["warnings"]:
+        print(f"  warning: {w}")

@@ -11,7 +11,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import optuna
@@ -26,6 +26,7 @@ from zennas.search.provenance import provenance
 from zennas.search.sampler import EvolutionSampler, StructureCodec, constraints_from_attrs, trial_rng
 from zennas.search.spec import ANALYTIC_SCORES, SearchSpec, check_feasible
 from zennas.search.store import Checkpoint, SearchStore
+from zennas.search.verify import LatencyBudgetError, TopK, verify
 from zennas.space.mutation import Mutator
 from zennas.space.structure import Block, Structure
 
@@ -89,6 +90,7 @@ class SearchResult:
     best_curve: list[tuple[int, float]] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    latency: dict[str, Any] | None = None  # predicted mode: the profile, and the top-k predicted vs measured
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -103,6 +105,7 @@ class SearchResult:
             "pareto_front": self.pareto_front,
             "best_curve": self.best_curve,
             "provenance": self.provenance,
+            "latency": self.latency,
         }
 
 
@@ -127,7 +130,8 @@ class Search:
 
     def __init__(self, spec: SearchSpec, *, search_id: str | None = None, store: SearchStore | None = None,
                  backend: EvaluationBackend | None = None, progress: Callable[[dict[str, Any]], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None, progress_interval: float = 0.5) -> None:
+                 should_stop: Callable[[], bool] | None = None, progress_interval: float = 0.5,
+                 profile: Any = None) -> None:
         self.spec = spec
         self.space = check_feasible(spec)
         self.search_id = search_id or uuid.uuid4().hex[:16]
@@ -140,14 +144,16 @@ class Search:
         self.budgets = spec.effective_budgets(self.space)
         self.start = spec.start_structure(self.space)
         self.driver_scored = spec.score in ANALYTIC_SCORES
-        self.needs_latency = self.budgets.latency_ms is not None or (
-            spec.sampler == "nsga2" and "latency" in spec.objectives)
+        # predicted mode: a latency profile (given, or loaded from spec.latency.profile) prices each candidate
+        self.profile, self.latency_term = _latency_term(spec, self.space, self.start, self.budgets, profile)
+        self.needs_latency = self.latency_term is None and (self.budgets.latency_ms is not None or (
+            spec.sampler == "nsga2" and "latency" in spec.objectives))
         if (not self.driver_scored or self.needs_latency) and backend is None:
             raise SpecError(f"score {spec.score!r}{' with a latency budget' if self.needs_latency else ''} "
                             "needs an evaluation backend (Ray workers or the local backend)", field="score")
         weights = spec.score_settings.get("stage_weights", self.space.stage_weights)
         self.evaluator = DriverEvaluator(self.start, spec.height, spec.width, self.budgets,
-                                         weights if spec.score == "entropy-analytic" else None)
+                                         weights if spec.score == "entropy-analytic" else None, self.latency_term)
         self._driver_scorer = make_scorer(spec.score, **dict(spec.score_settings)) if (
             self.driver_scored and spec.score != "entropy-analytic") else None
         self.mutator = Mutator(self.space, budget_layers=self.budgets.layers, height=spec.height, width=spec.width)
@@ -192,7 +198,7 @@ class Search:
         if cp is not None and self.store is not None:
             self.store.discard_after(self.search_id, n_trials)
         if cp is not None and cp.finished:
-            return self._result(cp, t_start)
+            return self._result(self._verify_latency(cp), t_start)
 
         directions: list[Any] = ["maximize"]
         codec: StructureCodec | None = None
@@ -227,6 +233,12 @@ class Search:
         if codec is not None and cp is not None and spec.sampler == "nsga2":
             self._replay_history(study, codec)
 
+        topk: TopK | None = None
+        if self.latency_term is not None:  # predicted mode: the candidates verified on the device at the end
+            topk = TopK(spec.latency.verify_top_k, state.get("topk"))
+            if not topk.items and pop is not None:
+                topk.offer(pop.items()[0][1], -1, encode(self.start))
+        self._topk = topk
         best: tuple[Structure, float] | None = None
         if state.get("best"):
             best = (decode(state["best"][0]), state["best"][1])
@@ -257,7 +269,8 @@ class Search:
                 cost_list.append(c)
                 reason = self.evaluator.violated(c)
                 rec: dict[str, Any] = {"number": number, "state": "complete", "reason": reason, "score": None,
-                                       "latency_ms": None, "worker": "driver", "attempts": 0, "seconds": 0.0}
+                                       "latency_ms": c.latency_ms, "worker": "driver", "attempts": 0,
+                                       "seconds": 0.0}
                 if reason is not None:
                     rec["state"] = "rejected"
                 elif self.needs_latency or not self.driver_scored:
@@ -290,6 +303,8 @@ class Search:
                     if best is None or rec["score"] > best[1]:
                         best = (s, rec["score"])
                         best_curve.append((rec["number"] + 1, rec["score"]))
+                    if topk is not None:
+                        topk.offer(rec["score"], rec["number"], encode(s))
                 elif rec["state"] == "rejected" and spec.sampler == "nsga2":
                     counts["rejected"] += 1  # not scored; NSGA-II ranks it below every feasible trial
                     _constrain(t, self._violations(c, rec))
@@ -337,7 +352,7 @@ class Search:
                                   n_trials >= spec.iterations)
         if cp is None:  # nothing ran (stopped before the first generation)
             cp = Checkpoint(self.search_id, generation, n_trials, spec.to_dict(), state, finished=False)
-        return self._result(cp, t_start)
+        return self._result(self._verify_latency(cp), t_start)
 
     # -- helpers ------------------------------------------------------------------------------
     def _checkpoint(self, generation: int, n_trials: int, counts: dict[str, int],
@@ -349,6 +364,8 @@ class Search:
             "best_curve": list(best_curve), "elapsed": elapsed, "timings": dict(timings),
             "pareto_points": list(pareto_points),
         }
+        if getattr(self, "_topk", None) is not None:
+            state["topk"] = self._topk.state()  # type: ignore[union-attr]
         if pop is not None:
             ps = pop.state()
             state["population"] = {
@@ -435,6 +452,10 @@ class Search:
                 row = self.store.trials(self.search_id, offset=chosen["number"], limit=1)
                 if row:
                     best_s = decode(json.loads(row[0]["structure"]))
+        lat = st.get("latency")
+        if lat is not None and lat.get("winner") is not None:  # predicted mode: the verified winner
+            w = lat["candidates"][lat["winner"]]
+            best_s, best_score = Structure.from_dict(w["structure"]), float(w["score"])
         c = costs(best_s, self.spec.height, self.spec.width)
         return SearchResult(
             search_id=self.search_id, spec=self.spec.to_dict(), best_structure=best_s, best_score=best_score,
@@ -442,8 +463,47 @@ class Search:
             n_trials=cp.n_trials, evaluated=counts["evaluated"], rejected=counts["rejected"],
             failed=counts["failed"], seconds=st.get("elapsed", time.perf_counter() - t_start),
             pareto_front=front, best_curve=[tuple(x) for x in st.get("best_curve", [])],  # type: ignore[misc]
-            provenance=provenance(), timings=st.get("timings", {}),
+            provenance=provenance(), timings=st.get("timings", {}), latency=lat,
         )
+
+    def _verify_latency(self, cp: Checkpoint) -> Checkpoint:
+        """Predicted mode, once the search has finished: measure the top-k on the device (see
+        :mod:`zennas.search.verify`) and record it in the checkpoint; the summary's seconds include it."""
+        st = cp.state
+        if self.latency_term is None or self.profile is None or not cp.finished or st.get("latency") is not None:
+            return cp
+        t0 = time.perf_counter()
+        spec, prof = self.spec, self.profile
+        cands = []
+        for score, number, rows in st.get("topk") or []:
+            s = decode(rows)
+            cands.append((number, score, s, self.latency_term.ms(s)))
+        backend = self.backend
+        if backend is None:
+            from zennas.search.task import LocalBackend
+
+            backend = LocalBackend(threads=None)  # the runner sets the profile's threads itself
+        failure: LatencyBudgetError | None = None
+        try:
+            rec = verify(cands, prof, self.budgets.latency_ms, backend, runs=spec.latency.runs,
+                         warmup=spec.latency.warmup, resource=spec.latency.resource)
+        except LatencyBudgetError as e:
+            failure, rec = e, e.record  # type: ignore[attr-defined]
+        secs = time.perf_counter() - t0
+        rec["seconds"] = secs
+        rec["profile"] = {"ref": spec.latency.profile, "checksum": prof.checksum, "runtime": prof.runtime,
+                          "threads": prof.threads, "batch": prof.batch, "resolution": [prof.height, prof.width],
+                          "fingerprint": prof.fingerprint.to_dict()}
+        timings = dict(st.get("timings", {}))
+        timings["verify"] = secs
+        cp = replace(cp, state={**st, "latency": rec, "elapsed": st.get("elapsed", 0.0) + secs, "timings": timings})
+        if self.store is not None:
+            self.store.save_generation(cp, [])
+        for w in rec["warnings"]:
+            log.warning("%s", w)
+        if failure is not None:
+            raise failure
+        return cp
 
 
 class _PerTrialRandomSampler(optuna.samplers.BaseSampler):
@@ -468,6 +528,33 @@ class _PerTrialRandomSampler(optuna.samplers.BaseSampler):
 
     def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
         self._rngs.pop(trial.number, None)
+
+
+def _latency_term(spec: SearchSpec, space: Any, start: Structure, budgets: Any, profile: Any) -> tuple[Any, Any]:
+    """(profile, LatencyTerm) of a predicted-latency search, or (None, None) without a profile."""
+    if profile is None and spec.latency.profile is None:
+        return None, None
+    from zennas.latency.predict import LatencyTerm, Predictor
+    from zennas.latency.profile import load_profile, require_fit, space_digest
+
+    if profile is None:
+        profile = load_profile(spec.latency.profile)
+    require_fit(profile, space=space.name, digest=space_digest(space.to_dict()), height=spec.height,
+                width=spec.width, batch=spec.latency.batch)
+    term = LatencyTerm(Predictor(profile), start)
+    limit = budgets.latency_ms
+    if limit is not None:
+        from zennas.search.spec import smallest_structure
+
+        small, here = term.ms(smallest_structure(space)), term.ms(start)
+        if small > limit:
+            raise SpecError(f"budgets.latency_ms = {limit:g} cannot be met: even the smallest structure of space "
+                            f"{space.name!r} is predicted at {small:.3f} ms by the profile", field="budgets.latency_ms")
+        if here > limit:
+            raise SpecError(f"budgets.latency_ms = {limit:g} is below the start structure's predicted "
+                            f"{here:.3f} ms; give a smaller start structure (--start) or a larger budget",
+                            field="budgets.latency_ms")
+    return profile, term
 
 
 def run_search(spec: SearchSpec, **kwargs: Any) -> SearchResult:

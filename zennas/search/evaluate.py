@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from zennas.cost import BOTTLENECK_DEPTHWISE, block_cost, bottleneck_cost
 from zennas.score.analytic import _block_log_std
@@ -23,13 +24,23 @@ class CostRecord:
     flops: float
     params: float
     layers: int
+    latency_ms: float | None = None  # predicted from a latency profile (None: no profile)
+
+
+class LatencyCost(Protocol):
+    """A predicted-latency cost term (:class:`zennas.latency.LatencyTerm`): per-block cached like FLOPs."""
+
+    def ms(self, s: Structure) -> float: ...
+
+    def ms_raw(self, blocks: Sequence[RawBlock]) -> float: ...
 
 
 class DriverEvaluator:
     """Costs, budget checks and (optionally) the analytic score for structures of one stride layout."""
 
     def __init__(self, start: Structure, height: int, width: int, budgets: Budgets,
-                 weights: Sequence[float] | None) -> None:
+                 weights: Sequence[float] | None, latency: LatencyCost | None = None) -> None:
+        self.latency = latency  # predicted latency (a profile's table); None: latency is measured, not here
         area = float(height * width)
         areas: list[float] = []
         for b in start.blocks:
@@ -73,7 +84,7 @@ class DriverEvaluator:
             flops += f * a
             params += p
             layers += n
-        return CostRecord(flops, params, layers)
+        return CostRecord(flops, params, layers, self.latency.ms(s) if self.latency is not None else None)
 
     def violated(self, c: CostRecord) -> str | None:
         """The first budget the costs break (checked before any scoring), or None."""
@@ -84,6 +95,8 @@ class DriverEvaluator:
             return "flops"
         if b.params is not None and c.params > b.params:
             return "params"
+        if b.latency_ms is not None and c.latency_ms is not None and c.latency_ms > b.latency_ms:
+            return "latency_ms"
         return None
 
     def evaluate(self, s: Structure) -> tuple[CostRecord, float]:
@@ -153,6 +166,11 @@ class DriverEvaluator:
         return self._block(Block(*b))
 
     def within(self, flops: float, params: float, layers: int) -> bool:
-        """All budgets met (the raw-path twin of :meth:`violated`)."""
+        """All budgets met (the raw-path twin of :meth:`violated`; see :meth:`within_latency`)."""
         lim = self._limits
         return layers <= lim[2] and flops <= lim[0] and params <= lim[1]
+
+    def within_latency(self, blocks: Sequence[RawBlock]) -> bool:
+        """The predicted-latency budget met by a mutation's raw blocks (True without a profile or budget)."""
+        limit = self.budgets.latency_ms
+        return self.latency is None or limit is None or self.latency.ms_raw(blocks) <= limit

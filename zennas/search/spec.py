@@ -23,7 +23,7 @@ class Budgets:
     flops: float | None = None  # MACs + BN/act ops at height x width
     params: float | None = None  # parameters
     layers: int | None = None  # main-path conv layers
-    latency_ms: float | None = None  # median latency measured on the evaluating worker (ms)
+    latency_ms: float | None = None  # median latency (ms): measured on the worker, or predicted by latency.profile
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,10 @@ class LatencySpec:
     warmup: int = 2  # untimed runs first
     resource: str | None = None  # Ray custom resource the timing worker must hold (e.g. "device_cpu_x86")
     threads: int = 1  # torch threads of the timing worker
+    # a device latency profile (a file path; in the service, the name of a stored profile): the latency
+    # is then predicted from it for every candidate, and only the top ``verify_top_k`` are measured
+    profile: str | None = None
+    verify_top_k: int = 8  # predicted mode: distinct top candidates measured on the device at the end
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,10 @@ class SearchSpec:
         for f in ("batch", "runs", "threads"):
             if getattr(lat, f) < 1:
                 raise bad(f"latency.{f}", f"must be >= 1, got {getattr(lat, f)}")
+        if isinstance(lat.verify_top_k, bool) or not isinstance(lat.verify_top_k, int) or lat.verify_top_k < 1:
+            raise bad("latency.verify_top_k", f"must be an integer >= 1, got {lat.verify_top_k!r}")
+        if lat.profile is not None and (not isinstance(lat.profile, str) or not lat.profile.strip()):
+            raise bad("latency.profile", f"must name a latency profile, got {lat.profile!r}")
         if "latency" in self.objectives and self.sampler == "nsga2" and b.latency_ms is None:
             pass  # latency is measured for the objective even without a budget
 
