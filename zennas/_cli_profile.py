@@ -162,7 +162,8 @@ def _print_summary(s: dict[str, Any], as_json: bool, out: Path | None = None) ->
     typer.echo("  feature maps: " + ", ".join(f"{h}x{w}" for h, w in s["feature_map_sizes"])
                + (f"; channels {s['channels'][0]}..{s['channels'][1]}" if s["channels"] else ""))
     if s["overhead"]:
-        typer.echo(f"  network = {s['overhead']['scale']:.4f} x sum(ops) + {s['overhead']['offset_ms']:.3f} ms "
+        typer.echo(f"  network = {s['overhead']['scale']:.4f} x sum(ops) + {s['overhead']['per_op_ms'] * 1e3:.1f} us "
+                   f"x ops + {s['overhead']['offset_ms']:.3f} ms "
                    f"(fitted on {len(s['overhead']['calibration'])} networks); empty call "
                    f"{s['call_overhead_ms'] * 1e3:.1f} us")
     typer.echo(f"  built in {s['build_seconds']:.1f} s; {s['checksum'][:23]}...")

@@ -63,8 +63,8 @@ def test_ops_follow_the_builder() -> None:
 
 
 def test_hand_checked_decomposition_and_prediction(ort_profile: Path) -> None:
-    """The prediction is scale * (sum of the table terms less the empty call each) + offset, over the
-    ops written out here by hand for TINY at 64x64."""
+    """The prediction is the sum over ops of (scale * (table term - empty call) + per-op cost), plus
+    the offset, over the ops written out here by hand for TINY at 64x64."""
     p = load_profile(ort_profile)
     ops = [
         Op(TableKey("stem", 64, 64, 3, 2, False, "relu", 3), (16,)),
@@ -93,8 +93,9 @@ def test_hand_checked_decomposition_and_prediction(ort_profile: Path) -> None:
     for op in got:
         assert op.key in table, op
         total += max(0.0, pred.table_ms(op) - p.call_overhead_ms)
-    assert p.overhead is not None
-    assert math.isclose(pred.predict(TINY), p.overhead.scale * total + p.overhead.offset_ms, rel_tol=1e-12)
+    o = p.overhead
+    assert o is not None
+    assert math.isclose(pred.predict(TINY), o.scale * total + o.per_op_ms * len(got) + o.offset_ms, rel_tol=1e-12)
 
 
 def test_interpolation_is_exact_on_grid_points(ort_profile: Path) -> None:
@@ -260,7 +261,7 @@ def test_search_fails_clearly_when_no_candidate_meets_the_budget_measured(ort_pr
     prof = load_profile(ort_profile)
     assert prof.overhead is not None
     low = dataclasses.replace(prof, overhead=dataclasses.replace(prof.overhead, scale=prof.overhead.scale / 10,
-                                                                 offset_ms=0.0))
+                                                                 per_op_ms=0.0, offset_ms=0.0))
     budget = 1.2 * Predictor(low).predict(get_space("detection-k1kxk1").start)
     spec = _spec(budgets=Budgets(latency_ms=budget), latency={"verify_top_k": 2})
     with pytest.raises(LatencyBudgetError) as e:

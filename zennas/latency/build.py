@@ -11,8 +11,9 @@ per-network overhead.
    alone would exceed ``op_flops_cap`` MACs is not timed (it could not fit in any structure under
    the budget, and it would dominate the build time): it is estimated from the nearest measured cell
    of its table, scaled by FLOPs, and recorded with ``runs = 0``.
-3. **Fit.** ``calibration`` random-walk structures are timed whole; ``scale`` and ``offset_ms`` of
-   ``network = scale * sum(ops) + offset`` are fitted by least squares on the relative error.
+3. **Fit.** ``calibration`` random-walk structures are timed whole; ``scale``, ``per_op_ms`` and
+   ``offset_ms`` of ``network = scale * sum(ops) + per_op_ms * n_ops + offset`` are fitted by bounded
+   least squares on the relative error (``scipy.optimize.lsq_linear``).
 
 The partial profile is saved (atomically) as the build goes, so ``resume`` continues it.
 """
@@ -188,19 +189,20 @@ def _fill_estimates(t: OpTable, batch: int) -> OpTable:
     return replace(t, median_ms=tuple(med), p10_ms=tuple(p10), p90_ms=tuple(p90))
 
 
-def fit_overhead(pairs: list[tuple[float, float]]) -> tuple[float, float]:
-    """(scale, offset_ms) minimizing the squared *relative* error of ``scale * ops + offset`` against
-    the measured latencies; offset only when the fit is degenerate."""
+def fit_overhead(rows: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    """(scale, per_op_ms, offset_ms) minimizing the squared *relative* error of
+    ``scale * ops_ms + per_op_ms * n_ops + offset_ms`` against the measured latencies of ``rows``
+    ((ops_ms, n_ops, measured_ms)), with 0.25 <= scale <= 4 and per_op_ms >= 0."""
     import numpy as np
+    from scipy.optimize import lsq_linear
 
-    x = np.asarray([p[0] for p in pairs], dtype=float)
-    y = np.asarray([p[1] for p in pairs], dtype=float)
-    a = np.stack([x / y, 1.0 / y], axis=1)
-    (scale, offset), *_ = np.linalg.lstsq(a, np.ones_like(y), rcond=None)
-    if not (math.isfinite(scale) and 0.25 <= scale <= 4.0) or len(pairs) < 2:
-        scale = 1.0
-        offset = float(np.median(y - x))
-    return float(scale), float(offset)
+    x = np.asarray([r[0] for r in rows], dtype=float)
+    n = np.asarray([r[1] for r in rows], dtype=float)
+    y = np.asarray([r[2] for r in rows], dtype=float)
+    a = np.stack([x / y, n / y, 1.0 / y], axis=1)
+    res = lsq_linear(a, np.ones_like(y), bounds=([0.25, 0.0, -np.inf], [4.0, np.inf, np.inf]))
+    scale, per_op, offset = (float(v) for v in res.x)
+    return scale, per_op, offset
 
 
 def _now() -> str:
@@ -287,23 +289,23 @@ def build_profile(spec: BuildSpec, *, resume: Profile | None = None, save: Calla
     tables = [_fill_estimates(t, spec.batch) for t in tables]
 
     # calibration: whole networks, fitted against the sum of their ops
-    draft = replace(snapshot(), overhead=Overhead(0.0, 1.0), complete=True)
+    draft = replace(snapshot(), overhead=Overhead(0.0, 1.0, 0.0), complete=True)
     predictor = Predictor(draft)
     nets = sample_structures(space, spec.calibration, seed=spec.seed + 1_000_003, height=spec.height,
                              width=spec.width, max_flops=settings["max_flops"])
     net_timing = TimingSettings(1, spec.network_runs, spec.network_runs, 0.0)
-    pairs: list[tuple[float, float]] = []
+    pairs: list[tuple[float, float, float]] = []
     for s in nets:
         m = runner.time_structure(s, spec.height, spec.width, net_timing)
-        pairs.append((predictor.ops_ms(s), m.median_ms))
+        pairs.append((predictor.ops_ms(s), float(len(structure_ops(s, spec.height, spec.width))), m.median_ms))
         done_work += 2000.0
         emit("calibrate", f"network {len(pairs)}/{len(nets)}")
-    scale, offset = fit_overhead(pairs)
-    final = snapshot(complete=True, overhead=Overhead(offset, scale, tuple(pairs)))
+    scale, per_op, offset = fit_overhead(pairs)
+    final = snapshot(complete=True, overhead=Overhead(offset, scale, per_op, tuple(pairs)))
     if save is not None:
         save(final)
-    log.info("profile built: %d tables, %d cells, scale %.3f, offset %.3f ms, %.1f s", len(final.tables),
-             n_cells, scale, offset, final.build_seconds)
+    log.info("profile built: %d tables, %d cells, scale %.3f, per op %.4f ms, offset %.3f ms, %.1f s",
+             len(final.tables), n_cells, scale, per_op, offset, final.build_seconds)
     return final
 
 

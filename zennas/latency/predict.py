@@ -34,6 +34,7 @@ class Predictor:
         self.profile = profile
         assert profile.overhead is not None  # a complete profile has one (validated)
         self.scale = profile.overhead.scale
+        self.per_op_ms = profile.overhead.per_op_ms
         self.offset_ms = profile.overhead.offset_ms
         self.call_ms = profile.call_overhead_ms
         self._interp: dict[TableKey, Any] = {}
@@ -56,10 +57,11 @@ class Predictor:
         return math.exp(float(f([[math.log(c) for c in op.point]])[0]))
 
     def op_ms(self, op: Op) -> float:
-        """The op's share of a network's latency: its table time less the runtime's empty-call cost."""
+        """The op's share of a network's latency: its table time less the runtime's empty-call cost,
+        scaled to in-network time, plus the in-network dispatch cost of one op."""
         v = self._ops.get(op)
         if v is None:
-            v = self._ops[op] = max(0.0, self.table_ms(op) - self.call_ms)
+            v = self._ops[op] = self.scale * max(0.0, self.table_ms(op) - self.call_ms) + self.per_op_ms
         return v
 
     def block_ms(self, b: Block, height: int, width: int) -> float:
@@ -72,14 +74,14 @@ class Predictor:
         return v
 
     def ops_ms(self, s: Structure, height: int | None = None, width: int | None = None) -> float:
-        """The sum of the structure's op latencies, before the per-network term."""
+        """The sum of the structure's op terms, before the per-network offset."""
         h = self.profile.height if height is None else height
         w = self.profile.width if width is None else width
         return math.fsum(self.block_ms(b, bh, bw) for b, (bh, bw) in zip(s.blocks, block_sizes(s, h, w),
                                                                            strict=True))
 
     def network_ms(self, ops_ms: float) -> float:
-        return self.scale * ops_ms + self.offset_ms
+        return ops_ms + self.offset_ms
 
     def predict(self, s: Structure) -> float:
         """Predicted median latency of the whole backbone (ms) at the profile's input size."""

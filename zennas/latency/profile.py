@@ -10,7 +10,8 @@ Document (``format: zennas.latency-profile``, ``version: 1``)::
      "call_overhead_ms": 0.004,
      "tables": [{"key": {"kind": "pw", "height": 120, ...}, "axes": [[8, 16, ...], [16, 32, ...]],
                  "median_ms": [...], "p10_ms": [...], "p90_ms": [...], "runs": [...]}, ...],
-     "overhead": {"offset_ms": 1.2, "scale": 1.03, "calibration": [[raw_ms, measured_ms], ...]},
+     "overhead": {"offset_ms": 1.2, "scale": 1.03, "per_op_ms": 0.002,
+                  "calibration": [[ops_ms, n_ops, measured_ms], ...]},
      "complete": true, "build_seconds": 512.3, "created": "2026-...",
      "checksum": "sha256:<hex of the canonical JSON of everything else>"}
 
@@ -130,14 +131,15 @@ class OpTable:
 
 @dataclass(frozen=True)
 class Overhead:
-    """The per-network term fitted at build time: ``network_ms = scale * sum(ops) + offset_ms``."""
+    """The terms fitted at build time: ``network_ms = scale * sum(ops) + per_op_ms * n_ops + offset_ms``."""
 
-    offset_ms: float  # fixed per-network overhead (graph entry/exit, allocations, Python dispatch)
+    offset_ms: float  # fixed per-network overhead (graph entry/exit, allocations)
     scale: float  # ratio of in-network to isolated op time (cache effects, fused boundaries)
-    calibration: tuple[tuple[float, float], ...] = ()  # (sum of ops ms, measured ms) per calibration network
+    per_op_ms: float = 0.0  # dispatch cost of each op inside a network (torch eager: Python module calls)
+    calibration: tuple[tuple[float, float, float], ...] = ()  # (sum of ops ms, ops, measured ms) per network
 
     def to_dict(self) -> dict[str, Any]:
-        return {"offset_ms": self.offset_ms, "scale": self.scale,
+        return {"offset_ms": self.offset_ms, "scale": self.scale, "per_op_ms": self.per_op_ms,
                 "calibration": [list(c) for c in self.calibration]}
 
 
@@ -306,6 +308,7 @@ def _validate(p: Profile) -> None:
     if p.overhead is not None:
         _num(p.overhead.offset_ms, "overhead.offset_ms", lo=-math.inf)
         _num(p.overhead.scale, "overhead.scale", lo=1e-6)
+        _num(p.overhead.per_op_ms, "overhead.per_op_ms")
     if p.complete and p.overhead is None:
         raise _bad("overhead", "must be given in a complete profile")
     if p.complete and not p.tables:
@@ -360,11 +363,12 @@ def profile_from_dict(raw: Any, *, verify_checksum: bool = True) -> Profile:
             raise _bad("tables", "must be a list")
         oh = None
         if d["overhead"] is not None:
-            o = _keys(d["overhead"], ("offset_ms", "scale", "calibration"), "overhead")
+            o = _keys(d["overhead"], ("offset_ms", "scale", "per_op_ms", "calibration"), "overhead")
             if not isinstance(o["calibration"], list) or not all(
-                    isinstance(c, list) and len(c) == 2 for c in o["calibration"]):
-                raise _bad("overhead.calibration", "must be a list of [sum_ms, measured_ms] pairs")
-            oh = Overhead(o["offset_ms"], o["scale"], tuple((c[0], c[1]) for c in o["calibration"]))
+                    isinstance(c, list) and len(c) == 3 for c in o["calibration"]):
+                raise _bad("overhead.calibration", "must be a list of [ops_ms, n_ops, measured_ms] rows")
+            oh = Overhead(o["offset_ms"], o["scale"], o["per_op_ms"],
+                          tuple((c[0], c[1], c[2]) for c in o["calibration"]))
         if not isinstance(d["settings"], Mapping):
             raise _bad("settings", "must be an object")
         if not isinstance(d["complete"], bool):
