@@ -31,15 +31,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import optuna  # noqa: E402
-from _common import machine  # noqa: E402
+import optuna
+from _common import machine
 
-from zennas.latency import BuildSpec, Predictor, build_profile, check_profile, load_profile  # noqa: E402
-from zennas.latency.runtimes import Runner, TimingSettings  # noqa: E402
-from zennas.latency.sample import sample_structures  # noqa: E402
-from zennas.search import Budgets, LatencySpec, Search, SearchSpec  # noqa: E402
-from zennas.search.task import LocalBackend  # noqa: E402
-from zennas.space.space import get_space  # noqa: E402
+from zennas.latency import BuildSpec, build_profile, check_profile, load_profile
+from zennas.latency.runtimes import Runner, TimingSettings
+from zennas.latency.sample import sample_structures
+from zennas.search import Budgets, LatencySpec, Search, SearchSpec
+from zennas.search.task import LocalBackend
+from zennas.space.space import get_space
 
 
 def section_build(args: argparse.Namespace) -> Path:
@@ -51,12 +51,14 @@ def section_build(args: argparse.Namespace) -> Path:
         path = Path(tempfile.mkdtemp(prefix="bench-latency-")) / f"{args.runtime}.json"
         t0 = time.perf_counter()
         p = build_profile(BuildSpec(runtime=args.runtime, threads=1, batch=1, height=args.resolution,
-                                    width=args.resolution, space=args.space), save=lambda q: q.save(path))
+                                    width=args.resolution, space=args.space, clock=args.clock),
+                          save=lambda q: q.save(path))
         print(f"\n## a. Profile build (this run: {time.perf_counter() - t0:.1f} s wall)\n")
     cells, measured, estimated = p.n_cells()
-    print("| runtime | resolution | tables | cells | measured | estimated | build s | size KB |")
-    print("|---|---|---|---|---|---|---|---|")
-    print(f"| {p.fingerprint.runtime_version} | {p.height} | {len(p.tables)} | {cells} | {measured} | {estimated} | "
+    print("| runtime | clock | resolution | tables | cells | measured | estimated | build s | size KB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| {p.fingerprint.runtime_version} | {p.clock} | {p.height} | {len(p.tables)} | {cells} | {measured} | "
+          f"{estimated} | "
           f"{p.build_seconds:.0f} | {path.stat().st_size / 1024:.0f} |")
     assert p.overhead is not None
     print(f"\noverhead fit: scale {p.overhead.scale:.3f}, per op {p.overhead.per_op_ms * 1e3:.1f} us, "
@@ -100,7 +102,7 @@ def section_search(path: Path, args: argparse.Namespace) -> None:
     p = load_profile(path)
     res = p.height
     runner = Runner(p.runtime, threads=p.threads, batch=p.batch, opset=p.opset)
-    timing = TimingSettings(1, args.runs, args.runs, 0.0)
+    timing = TimingSettings(1, args.runs, args.runs, 0.0, p.clock)
 
     t0 = time.perf_counter()
     flops_only = Search(_spec(args, res)).run()
@@ -155,6 +157,7 @@ def main() -> None:
     ap.add_argument("--profile", help="a built profile (skip section a's build)")
     ap.add_argument("--runtime", default="onnxruntime")
     ap.add_argument("--resolution", type=int, default=480)
+    ap.add_argument("--clock", default="wall", help="wall | cpu (thread CPU time: a loaded shared machine)")
     ap.add_argument("--space", default="detection-k1kxk1")
     ap.add_argument("--structures", type=int, default=200)
     ap.add_argument("--runs", type=int, default=5)

@@ -85,6 +85,7 @@ def build(
     max_flops: Annotated[float | None, typer.Option(help="FLOPs bound of the structures the profile covers (default: the space's budget)")] = None,
     op_flops_cap: Annotated[float | None, typer.Option(help="MACs above which a cell is estimated, not timed (default: max-flops / 4)")] = None,
     min_runs: Annotated[int, typer.Option(help="timed runs per cell, at least")] = 5,
+    clock: Annotated[str, typer.Option(help="wall (elapsed time) | cpu (this thread's CPU time: a shared, loaded build machine; 1 thread)")] = "wall",
     seed: Annotated[int, typer.Option(help="seed of the sampled structures")] = 0,
     resource: Annotated[str | None, typer.Option(help="build on a Ray worker that holds this Ray resource label")] = None,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (with --resource; default $RAY_ADDRESS)")] = None,
@@ -104,6 +105,7 @@ def build(
     spec = BuildSpec(runtime=runtime, threads=threads, batch=batch, height=h, width=w, space=name, space_doc=doc,
                      grid_ratio=grid_ratio, plan_samples=plan_samples, calibration=calibration, seed=seed,
                      max_flops=max_flops, op_flops_cap=op_flops_cap, min_runs=min_runs, max_runs=max(50, min_runs),
+                     clock=clock,
                      extra=extra)
     spec.resolve_space()  # a bad space fails here, before anything is timed
     previous = None
@@ -153,6 +155,7 @@ def _print_summary(s: dict[str, Any], as_json: bool, out: Path | None = None) ->
         return
     where = f" -> {out}" if out is not None else ""
     typer.echo(f"profile{where}: {s['runtime']} ({s['fingerprint']['runtime_version']}), {s['threads']} thread(s), "
+               f"{s['clock']} clock, "
                f"batch {s['batch']}, {s['precision']}, {s['resolution'][0]}x{s['resolution'][1]}, space {s['space']}"
                f"{'' if s['complete'] else '  [INCOMPLETE: resume the build]'}")
     typer.echo(f"  measured on: {s['fingerprint']['cpu']} ({s['fingerprint']['cores']} CPUs), "

@@ -29,7 +29,7 @@ def profile_doc(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @pytest.mark.timeout(180)
 def test_upload_list_read_and_tenant_isolation(service: Any, profile_doc: dict[str, Any]) -> None:
     name = "cpu-" + uuid.uuid4().hex[:8]
-    with service.client(service.keys["a"]) as a, service.client(service.keys["b"]) as b:
+    with service.client("a") as a, service.client("b") as b:
         r = a.post("/v1/profiles", json={"name": name, "profile": profile_doc})
         assert r.status_code == 201, r.text
         assert r.json()["checksum"] == profile_doc["checksum"]
@@ -47,7 +47,7 @@ def test_upload_list_read_and_tenant_isolation(service: Any, profile_doc: dict[s
 
 @pytest.mark.timeout(120)
 def test_bad_profiles_are_refused_naming_the_field(service: Any, profile_doc: dict[str, Any]) -> None:
-    with service.client(service.keys["a"]) as a:
+    with service.client("a") as a:
         def post(doc: Any, name: str = "p" + uuid.uuid4().hex[:8], **extra: Any) -> Any:
             return a.post("/v1/profiles", json={"name": name, "profile": doc, **extra})
 
@@ -82,6 +82,6 @@ def test_an_incomplete_profile_is_refused(service: Any, tmp_path: Path) -> None:
         build_profile(spec, save=lambda p: p.save(out), progress=progress, save_every_s=0.0)
     import json
 
-    with service.client(service.keys["a"]) as a:
+    with service.client("a") as a:
         r = a.post("/v1/profiles", json={"name": "partial", "profile": json.loads(out.read_text())})
         assert_problem(r, 422, "profile.complete")

@@ -14,14 +14,14 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("scipy")
 
-from torch import nn  # noqa: E402
+from torch import nn
 
-from zennas.blocks import build_backbone  # noqa: E402
-from zennas.latency import BuildSpec, Predictor, ProfileError, build_profile, load_profile  # noqa: E402
-from zennas.latency.ops import Op, TableKey, block_ops, structure_ops  # noqa: E402
-from zennas.latency.profile import loads_profile, profile_from_dict  # noqa: E402
-from zennas.space.space import get_space  # noqa: E402
-from zennas.space.structure import Block, Structure  # noqa: E402
+from zennas.blocks import build_backbone
+from zennas.latency import BuildSpec, Predictor, ProfileError, build_profile, load_profile
+from zennas.latency.ops import Op, TableKey, block_ops, structure_ops
+from zennas.latency.profile import loads_profile, profile_from_dict
+from zennas.space.space import get_space
+from zennas.space.structure import Block, Structure
 
 ZENNAS = [sys.executable, "-m", "zennas.cli"]
 RES = 64  # small input: every op is cheap
@@ -182,7 +182,7 @@ def test_corrupted_or_edited_profile_is_refused(ort_profile: Path, tmp_path: Pat
 
 
 def _spec(**kw: object) -> object:
-    from zennas.search import Budgets, LatencySpec, SearchSpec
+    from zennas.search import LatencySpec, SearchSpec
 
     lat = kw.pop("latency", {})
     return SearchSpec(**{"height": RES, "width": RES, "population": 8, "iterations": 96, "generation": 16,

@@ -62,6 +62,7 @@ class BuildSpec:
     max_runs: int = 50  # per op cell: timed calls, at most
     min_time_s: float = 0.1  # per op cell: keep timing up to max_runs until this much time is spent
     network_runs: int = 5  # per calibration network: timed calls (after one warm-up)
+    clock: str = "wall"  # wall | cpu (this thread's CPU time: for a shared, loaded build machine; 1 thread)
     opset: int | None = None  # ONNX opset (None: export-onnx's default)
     extra: Mapping[str, Any] = field(default_factory=dict)  # recorded as given (e.g. the Ray resource label)
 
@@ -79,6 +80,12 @@ class BuildSpec:
                             field="calibration")
         if not (isinstance(self.grid_ratio, (int, float)) and 1.0 < self.grid_ratio <= 8.0):
             raise SpecError(f"grid_ratio must be in (1, 8], got {self.grid_ratio!r}", field="grid_ratio")
+        from zennas.latency.runtimes import CLOCKS
+
+        if self.clock not in CLOCKS:
+            raise SpecError(f"clock must be one of {', '.join(CLOCKS)}, got {self.clock!r}", field="clock")
+        if self.clock == "cpu" and self.threads != 1:
+            raise SpecError("clock 'cpu' times one thread's CPU time: it needs threads = 1", field="clock")
         for f in ("max_flops", "op_flops_cap"):
             v = getattr(self, f)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
@@ -96,7 +103,7 @@ class BuildSpec:
                 "calibration": self.calibration, "seed": self.seed, "max_flops": mf,
                 "op_flops_cap": self.op_flops_cap if self.op_flops_cap is not None else (mf / 4 if mf else None),
                 "warmup": self.warmup, "min_runs": self.min_runs, "max_runs": self.max_runs,
-                "min_time_s": float(self.min_time_s), "network_runs": self.network_runs,
+                "min_time_s": float(self.min_time_s), "network_runs": self.network_runs, "clock": self.clock,
                 "flush_denormal": True, **dict(self.extra)}
 
 
@@ -222,7 +229,7 @@ def build_profile(spec: BuildSpec, *, resume: Profile | None = None, save: Calla
     fp = local_fingerprint(spec.runtime, runner.version())
     settings = spec.settings(space)
     digest = space_digest(space.to_dict())
-    op_timing = TimingSettings(spec.warmup, spec.min_runs, spec.max_runs, spec.min_time_s)
+    op_timing = TimingSettings(spec.warmup, spec.min_runs, spec.max_runs, spec.min_time_s, spec.clock)
     if resume is not None:
         _check_resume(resume, spec, space, digest, settings, fp)
         if resume.complete:
@@ -230,7 +237,7 @@ def build_profile(spec: BuildSpec, *, resume: Profile | None = None, save: Calla
         profile = resume
         elapsed_before = resume.build_seconds
     else:
-        call = runner.time_empty(TimingSettings(5, 50, 200, 0.05))
+        call = runner.time_empty(TimingSettings(5, 50, 200, 0.05, spec.clock))
         profile = Profile(runtime=spec.runtime, threads=spec.threads, batch=spec.batch, precision="fp32",
                           height=spec.height, width=spec.width, space=space.name, space_digest=digest,
                           opset=runner.opset, fingerprint=fp, settings=settings,
@@ -293,7 +300,7 @@ def build_profile(spec: BuildSpec, *, resume: Profile | None = None, save: Calla
     predictor = Predictor(draft)
     nets = sample_structures(space, spec.calibration, seed=spec.seed + 1_000_003, height=spec.height,
                              width=spec.width, max_flops=settings["max_flops"])
-    net_timing = TimingSettings(1, spec.network_runs, spec.network_runs, 0.0)
+    net_timing = TimingSettings(1, spec.network_runs, spec.network_runs, 0.0, spec.clock)
     pairs: list[tuple[float, float, float]] = []
     for s in nets:
         m = runner.time_structure(s, spec.height, spec.width, net_timing)

@@ -75,7 +75,7 @@ def check_profile(profile: Profile, structures: Sequence[Structure], *, runs: in
 
     pred = Predictor(profile)
     runner = Runner(profile.runtime, threads=profile.threads, batch=profile.batch, opset=profile.opset)
-    timing = TimingSettings(warmup=1, min_runs=runs, max_runs=runs, min_time_s=0.0)
+    timing = TimingSettings(warmup=1, min_runs=runs, max_runs=runs, min_time_s=0.0, clock=profile.clock)
     rows = []
     for i, s in enumerate(structures):
         p = pred.predict(s)

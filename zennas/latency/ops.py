@@ -170,7 +170,7 @@ def ladder(lo: int, hi: int, ratio: float) -> tuple[int, ...]:
     x = float(lo)
     while pts[-1] < hi:
         x *= ratio
-        v = int(round(x / 8) * 8) if x > 8 else int(math.ceil(x))
+        v = int(round(x / 8) * 8) if x > 8 else math.ceil(x)
         if v <= pts[-1]:
             v = pts[-1] + (8 if pts[-1] >= 8 else 1)
         pts.append(v)

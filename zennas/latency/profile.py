@@ -24,6 +24,7 @@ hand-edited profile fail to load: a profile is a measurement, not a document to 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -170,6 +171,11 @@ class Profile:
     def table_map(self) -> dict[TableKey, OpTable]:
         return {t.key: t for t in self.tables}
 
+    @property
+    def clock(self) -> str:
+        """How its times were taken: ``wall`` or ``cpu`` (see :mod:`zennas.latency.runtimes`)."""
+        return str(self.settings.get("clock", "wall"))
+
     def n_cells(self) -> tuple[int, int, int]:
         """(cells, measured, estimated) over all tables."""
         total = sum(t.size for t in self.tables)
@@ -208,6 +214,9 @@ class Profile:
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(self.to_json())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a profile is an ordinary file
             os.replace(tmp, p)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -222,6 +231,7 @@ class Profile:
         sizes = sorted({(t.key.height, t.key.width) for t in self.tables}, reverse=True)
         return {
             "runtime": self.runtime, "threads": self.threads, "batch": self.batch, "precision": self.precision,
+            "clock": self.clock,
             "resolution": [self.height, self.width], "space": self.space, "opset": self.opset,
             "complete": self.complete, "tables": len(self.tables), "tables_by_kind": kinds,
             "feature_map_sizes": [list(s) for s in sizes], "cells": total, "measured": measured,
@@ -291,7 +301,7 @@ def _validate(p: Profile) -> None:
             raise _bad(f"{where}.axes", f"must have {len(AXES[k.kind])} axes for kind {k.kind!r}, got {len(t.axes)}")
         for j, a in enumerate(t.axes):
             if len(a) < 2 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in a) \
-                    or any(b <= c for c, b in zip(a, a[1:], strict=False)):
+                    or any(b <= c for c, b in itertools.pairwise(a)):
                 raise _bad(f"{where}.axes[{j}]", f"must be >= 2 strictly increasing positive integers, got {list(a)!r}")
         n = t.size
         for f in ("median_ms", "p10_ms", "p90_ms", "runs"):

@@ -69,7 +69,8 @@ class TaskRunner:
         if runner is None:
             runner = self._runners[key] = Runner(key[0], threads=key[1], batch=key[2], opset=key[3])
         runs = int(lat.get("runs", 10))
-        t = runner.time_structure(s, height, width, TimingSettings(int(lat.get("warmup", 1)), runs, runs, 0.0))
+        t = runner.time_structure(s, height, width, TimingSettings(int(lat.get("warmup", 1)), runs, runs, 0.0,
+                                                                   str(lat.get("clock", "wall"))))
         return {"latency_ms": t.median_ms, "latency_p10_ms": t.p10_ms, "latency_p90_ms": t.p90_ms,
                 "fingerprint": local_fingerprint(runner.runtime, runner.version()).to_dict()}
 

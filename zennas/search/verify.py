@@ -75,7 +75,8 @@ def measure_task(profile: Profile, s: Structure, number: int, *, runs: int, warm
     return {"number": number, "structure": [b.to_dict() for b in s.blocks], "score": None, "score_settings": {},
             "height": profile.height, "width": profile.width,
             "latency": {"runtime": profile.runtime, "threads": profile.threads, "batch": profile.batch,
-                        "opset": profile.opset, "runs": runs, "warmup": warmup, "resource": resource},
+                        "opset": profile.opset, "runs": runs, "warmup": warmup, "resource": resource,
+                        "clock": profile.clock},
             "latency_budget_ms": None}
 
 
