@@ -62,7 +62,7 @@ def build_profile_on_ray(spec: Any, resume: dict[str, Any] | None, *, resource: 
             raise SpecError(f"no Ray node offers resource {resource!r}; start the device's node with "
                             f"`ray start --resources='{{\"{resource}\": 1}}'`", field="resource")
         options["resources"] = {resource: RESOURCE_UNIT}
-    actor = ray.remote(ProfileBuilder).options(**options).remote()  # type: ignore[attr-defined]
+    actor: Any = ray.remote(ProfileBuilder).options(**options).remote()  # type: ignore[attr-defined]
     try:
         done = actor.build.remote({f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}, resume)
         seen = 0

@@ -94,7 +94,8 @@ def upload_profile(body: ProfileCreate, request: Request, principal: PrincipalDe
     except sa.exc.IntegrityError:
         raise Problem(409, "Conflict", f"a profile named {body.name!r} exists; choose another name",
                       field="name") from None
-    return ProfilePublic(name=body.name, checksum=p.checksum, created_at=row["created_at"], summary=p.summary())
+    return ProfilePublic(name=body.name, checksum=p.checksum, created_at=float(row["created_at"]),  # type: ignore[arg-type]
+                         summary=p.summary())
 
 
 @router.get("", response_model=ProfileList)

@@ -12,7 +12,7 @@ import io
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import torch
 from torch import nn
@@ -34,12 +34,13 @@ def export_module(model: nn.Module, inputs: tuple[torch.Tensor, ...], out: str |
 
 def _export(model: nn.Module, inputs: tuple[torch.Tensor, ...], out: str | Path | IO[bytes],
             input_names: Sequence[str], output_names: Sequence[str], opset: int) -> None:
+    f: Any = str(out) if isinstance(out, Path) else out  # a path or a binary stream
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy-exporter deprecation and tracer notes
         torch.onnx.export(
             model,
             inputs,
-            out if not isinstance(out, Path) else str(out),
+            f,
             dynamo=False,
             input_names=list(input_names),
             output_names=list(output_names),

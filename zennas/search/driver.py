@@ -538,7 +538,7 @@ def _latency_term(spec: SearchSpec, space: Any, start: Structure, budgets: Any, 
     from zennas.latency.profile import load_profile, require_fit, space_digest
 
     if profile is None:
-        profile = load_profile(spec.latency.profile)
+        profile = load_profile(str(spec.latency.profile))
     require_fit(profile, space=space.name, digest=space_digest(space.to_dict()), height=spec.height,
                 width=spec.width, batch=spec.latency.batch)
     term = LatencyTerm(Predictor(profile), start)
