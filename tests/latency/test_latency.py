@@ -262,7 +262,7 @@ def test_latency_budgeted_search_verifies_its_winner(ort_profile: Path) -> None:
 def test_search_fails_clearly_when_no_candidate_meets_the_budget_measured(ort_profile: Path) -> None:
     """A profile that under-predicts by 10x (a legitimately built profile, re-scaled as data) lets the
     search accept candidates the device then measures over budget."""
-    from zennas.search import Budgets, Search
+    from zennas.search import Budgets, Search, SearchStore
     from zennas.search.verify import LatencyBudgetError
 
     prof = load_profile(ort_profile)
@@ -271,6 +271,11 @@ def test_search_fails_clearly_when_no_candidate_meets_the_budget_measured(ort_pr
                                                                  per_op_ms=0.0, offset_ms=0.0))
     budget = 1.2 * Predictor(low).predict(get_space("detection-k1kxk1").start)
     spec = _spec(budgets=Budgets(latency_ms=budget), latency={"verify_top_k": 2})
+    store = SearchStore.open("sqlite://")
     with pytest.raises(LatencyBudgetError) as e:
-        Search(spec, profile=low).run()  # type: ignore[arg-type]
+        Search(spec, profile=low, store=store, search_id="s").run()  # type: ignore[arg-type]
     assert e.value.field == "budgets.latency_ms" and "closest is candidate" in e.value.message
+    # the failed verification is recorded: resuming the finished search fails the same way, unmeasured
+    with pytest.raises(LatencyBudgetError) as again:
+        Search(spec, profile=low, store=store, search_id="s").run(resume=True)  # type: ignore[arg-type]
+    assert again.value.message == e.value.message

@@ -470,7 +470,10 @@ class Search:
         """Predicted mode, once the search has finished: measure the top-k on the device (see
         :mod:`zennas.search.verify`) and record it in the checkpoint; the summary's seconds include it."""
         st = cp.state
-        if self.latency_term is None or self.profile is None or not cp.finished or st.get("latency") is not None:
+        done = st.get("latency")
+        if done is not None and done.get("error"):  # verified before, and failed: fail again (resume)
+            raise LatencyBudgetError(done["error"], field="budgets.latency_ms")
+        if self.latency_term is None or self.profile is None or not cp.finished or done is not None:
             return cp
         t0 = time.perf_counter()
         spec, prof = self.spec, self.profile
@@ -489,6 +492,7 @@ class Search:
                          warmup=spec.latency.warmup, resource=spec.latency.resource)
         except LatencyBudgetError as e:
             failure, rec = e, e.record  # type: ignore[attr-defined]
+            rec["error"] = e.message
         secs = time.perf_counter() - t0
         rec["seconds"] = secs
         rec["profile"] = {"ref": spec.latency.profile, "checksum": prof.checksum, "runtime": prof.runtime,
