@@ -109,6 +109,7 @@ def section_search(path: Path, args: argparse.Namespace) -> None:
     t_flops = time.perf_counter() - t0
     lat_flops = runner.time_structure(flops_only.best_structure, res, res, timing).median_ms
     budget = 0.9 * lat_flops
+    print(f"\nFLOPs-only: {t_flops:.1f} s, winner measured {lat_flops:.1f} ms", flush=True)
 
     t0 = time.perf_counter()
     spec = _spec(args, res, budgets={"latency_ms": budget}, latency=LatencySpec(profile=str(path)))
@@ -116,11 +117,15 @@ def section_search(path: Path, args: argparse.Namespace) -> None:
     t_pred = time.perf_counter() - t0
     lat = predicted.latency or {}
     w = lat["candidates"][lat["winner"]]
+    print(f"predicted: {t_pred:.1f} s (verify {lat['seconds']:.1f} s), winner measured {w['measured_ms']:.1f} ms",
+          flush=True)
 
-    # measured mode: the existing path (each candidate's torch backbone timed), on a few candidates
+    # measured mode: the existing path (each candidate's torch backbone timed), on a few candidates; its
+    # budget is loose (only the time per candidate matters here, and torch's wall clock is not the
+    # profile's clock, so a budget from the profile could reject the start)
     n = args.measured
     mspec = SearchSpec(space=args.space, score="entropy-analytic", height=res, width=res,
-                       budgets=Budgets(flops=spec.budgets.flops, layers=spec.budgets.layers, latency_ms=budget),
+                       budgets=Budgets(flops=spec.budgets.flops, layers=spec.budgets.layers, latency_ms=1e6),
                        population=16, iterations=n, generation=min(16, n), seed=args.seed, warmup_iterations=0)
     backend = LocalBackend(threads=1)
     t0 = time.perf_counter()
