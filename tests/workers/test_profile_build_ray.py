@@ -22,7 +22,8 @@ LABEL = "zennas_test_profiler"
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_cluster() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, resources={LABEL: 1})
+    # address="local": a new embedded node, never a cluster another program left under /tmp/ray
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, resources={LABEL: 1})
     yield
     ray.shutdown()
 
