@@ -279,3 +279,26 @@ def test_search_fails_clearly_when_no_candidate_meets_the_budget_measured(ort_pr
     with pytest.raises(LatencyBudgetError) as again:
         Search(spec, profile=low, store=store, search_id="s").run(resume=True)  # type: ignore[arg-type]
     assert again.value.message == e.value.message
+
+
+def test_predicted_latency_is_an_evaluator_term_that_rejects_before_scoring(ort_profile: Path) -> None:
+    """The one evaluation path: the profile's prediction is a per-block term of the search's
+    evaluator (offset included), and a candidate over the budget is rejected by it, like FLOPs."""
+    from zennas.search import Budgets, Search
+
+    prof = load_profile(ort_profile)
+    pred = Predictor(prof)
+    space = get_space("detection-k1kxk1")
+    start_ms = pred.predict(space.start)
+    spec = _spec(budgets=Budgets(latency_ms=1.2 * start_ms), latency={"profile": str(ort_profile)})
+    search = Search(spec, profile=prof)  # type: ignore[arg-type]
+    ev = search.evaluator
+    e = ev(space.start)
+    assert ev.total(e, "latency_ms") == pytest.approx(start_ms, rel=1e-9) and e.reason is None
+    wide = Structure(tuple(b._replace(out_channels=b.out_channels * 2, in_channels=b.in_channels * 2 if i else 3,
+                                      bottleneck=b.bottleneck * 2 if b.bottleneck else None)
+                           for i, b in enumerate(space.start.blocks)))
+    e2 = ev(wide)
+    assert ev.total(e2, "latency_ms") == pytest.approx(pred.predict(wide), rel=1e-9)
+    assert ev.total(e2, "latency_ms") > 1.2 * start_ms and e2.reason == "latency_ms"
+    assert not search.needs_latency and search.backend is None  # predicted in the driver: no backend
