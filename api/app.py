@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from zennas_api import problems
 from zennas_api.db import make_engine, migrate
 from zennas_api.queue import JobQueue
-from zennas_api.routes import console, searches, system
+from zennas_api.routes import console, profiles, searches, system
 from zennas_api.settings import Settings
 
 import zennas
@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.state.docs = searches.DocCache()
     problems.install(app)
     app.include_router(searches.router)
+    app.include_router(profiles.router)
     app.include_router(system.router)
     app.include_router(console.router)  # last: the console's `/` must not shadow the API
 

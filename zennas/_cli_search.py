@@ -82,7 +82,10 @@ def bound(
 
 def _backend(spec: Any, workers: int | None, ray_address: str | None, local: bool) -> Any:
     """Forward-pass scores and latency go to Ray actors; closed-form scores stay in the driver."""
-    if not spec.needs_backend(spec.effective_budgets(spec.resolve_space())):
+    needs = spec.needs_backend(spec.effective_budgets(spec.resolve_space()))
+    if spec.latency.profile is not None and ray_address is not None:
+        needs = True  # predicted latency: the top candidates are verified on the given cluster
+    if not needs:
         return None
     if local:
         from zennas.search.task import LocalBackend
@@ -133,7 +136,9 @@ def search(
     budget_flops: Annotated[str | None, typer.Option(help="FLOPs budget (MACs + BN/act ops), e.g. 188e8; 'none' removes the space's default")] = None,
     budget_params: Annotated[str | None, typer.Option(help="parameter budget; 'none' removes the space's default")] = None,
     budget_layers: Annotated[str | None, typer.Option(help="layer budget (main-path convs); 'none' removes the space's default")] = None,
-    budget_latency_ms: Annotated[str | None, typer.Option(help="latency budget in ms, measured on the workers; 'none' removes the space's default")] = None,
+    budget_latency_ms: Annotated[str | None, typer.Option(help="latency budget in ms: predicted by --latency-profile, else measured on the workers; 'none' removes the space's default")] = None,
+    latency_profile: Annotated[Path | None, typer.Option(help="device latency profile (zennas profile build): predict each candidate's latency, verify the top-k on the device")] = None,
+    verify_top_k: Annotated[int, typer.Option(help="with --latency-profile: top candidates measured on the device at the end")] = 8,
     latency_resource: Annotated[str | None, typer.Option(help="Ray resource label of the latency-measuring nodes")] = None,
     population: Annotated[int, typer.Option(help="population size")] = 256,
     iterations: Annotated[int, typer.Option(help="candidates to evaluate")] = 100_000,
@@ -192,7 +197,8 @@ def search(
         population=population, iterations=iterations, generation=generation, sampler=sampler,
         objectives=tuple(objective or ["flops"]), seed=seed,
         start=load_structure(start) if start is not None else None,
-        latency=LatencySpec(resource=latency_resource),
+        latency=LatencySpec(resource=latency_resource, profile=str(latency_profile) if latency_profile else None,
+                            verify_top_k=verify_top_k),
     )
     db = checkpoint if checkpoint is not None else (out / "search.db" if out is not None else None)
     # no database given: no trial history is kept (the search holds none in memory either)
@@ -252,5 +258,22 @@ def search(
         print(f"  bound {cert['bound']:.4f}: the best is {cert['gap_pct']:.3f} % below it{src}")
     elif cert is not None:
         print(f"  no bound: {cert['reason']}")
+    if result.latency is not None:
+        _print_verification(result.latency)
     if out is not None:
         print(f"  wrote {out}/structure.json, structure.txt, search.json, trials.jsonl")
+
+
+def _print_verification(lat: dict[str, Any]) -> None:
+    p = lat["profile"]
+    print(f"  latency predicted by {p['ref']} ({p['runtime']}, {p['threads']} thread(s), batch {p['batch']}); "
+          f"top {len(lat['candidates'])} measured on the device in {lat['seconds']:.1f} s:")
+    print("     #  trial      score  predicted ms  measured ms   error  budget")
+    for c in lat["candidates"]:
+        m = "-" if c["measured_ms"] is None else f"{c['measured_ms']:.3f}"
+        e = "" if c["error"] is None else f"{100 * c['error']:+.1f}%"
+        mark = " <- winner" if c["rank"] == lat["winner"] else ""
+        print(f"    {c['rank']:2d} {c['number']:6d} {c['score']:10.3f} {c['predicted_ms']:13.3f} {m:>12} "
+              f"{e:>7}  {'ok' if c['meets_budget'] else 'over'}{mark}")
+    for w in lat["warnings"]:
+        print(f"  warning: {w}")

@@ -160,7 +160,8 @@ def _register_optional_commands() -> None:
         return
     import importlib
 
-    for mod in ("zennas._cli_search", "zennas._cli_costs", "zennas._cli_mmdet", "zennas._cli_service", "zennas._cli_report"):
+    for mod in ("zennas._cli_search", "zennas._cli_costs", "zennas._cli_mmdet", "zennas._cli_service", "zennas._cli_report",
+                "zennas._cli_profile"):
         try:
             importlib.import_module(mod).register(app)
         except ModuleNotFoundError as e:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from zennas.errors import SpecError
+from zennas.latency.onnx_export import DEFAULT_OPSET, export_module
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def export_onnx(
     width: int = 480,
     out_indices: Sequence[int] | None = None,
     checkpoint: str | Path | None = None,
-    opset: int = 17,
+    opset: int = DEFAULT_OPSET,
 ) -> ExportResult:
     """Write the backbone as ONNX to ``out`` and check it with ``onnx.checker``."""
     import onnx
@@ -107,19 +108,10 @@ def export_onnx(
     model, x, names = _prepare(structure, height, width, out_indices, checkpoint)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy-exporter deprecation and tracer notes
+    with torch.no_grad():
         shapes = tuple(tuple(t.shape) for t in model(x))
-        torch.onnx.export(
-            model,
-            (x,),
-            str(path),
-            dynamo=False,
-            input_names=["image"],
-            output_names=list(names),
-            dynamic_axes={"image": {0: "batch"}, **{n: {0: "batch"} for n in names}},
-            opset_version=opset,
-        )
+    # the one export zennas uses (latency profiles time the same graph)
+    export_module(model, (x,), path, input_names=["image"], output_names=names, opset=opset)
     onnx.checker.check_model(onnx.load(str(path)))
     return ExportResult(path, "onnx", tuple(x.shape), names, shapes)  # type: ignore[arg-type]
 

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Protocol
 
 import optuna
@@ -39,6 +39,7 @@ from zennas.search.rows import WHOLE_BELOW, decode, encode
 from zennas.search.sampler import Evolution, RandomStructures, StructureCodec, constraints_from_attrs
 from zennas.search.spec import SearchSpec, check_feasible
 from zennas.search.store import Checkpoint, SearchStore, TrialRow
+from zennas.search.verify import LatencyBudgetError, TopK, verify
 from zennas.space.mutation import Mutator
 from zennas.space.structure import Block, Structure
 
@@ -89,6 +90,7 @@ class SearchResult:
     provenance: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     certificate: dict[str, Any] | None = None  # entropy-analytic: the optimality certificate (search/bound.py)
+    latency: dict[str, Any] | None = None  # predicted mode: the profile, and the top-k predicted vs measured
 
     @property
     def bound(self) -> float | None:
@@ -116,6 +118,7 @@ class SearchResult:
             "pareto_front": self.pareto_front,
             "best_curve": self.best_curve,
             "provenance": self.provenance,
+            "latency": self.latency,
         }
 
 
@@ -148,6 +151,7 @@ class _Progress:
         default_factory=lambda: {"ask": 0.0, "evaluate": 0.0, "tell": 0.0, "checkpoint": 0.0})
     pareto_points: list[dict[str, Any]] = field(default_factory=list)
     population: Population | None = None
+    topk: TopK | None = None  # predicted latency: the candidates verified on the device at the end
 
     @classmethod
     def restore(cls, cp: Checkpoint) -> _Progress:
@@ -157,6 +161,8 @@ class _Progress:
                 best_curve=[tuple(x) for x in st.get("best_curve", [])],  # type: ignore[misc]
                 elapsed_before=st.get("elapsed", 0.0), pareto_points=list(st.get("pareto_points", [])))
         p.timings.update(st.get("timings", {}))
+        if st.get("topk") is not None:
+            p.topk = TopK(int(cp.spec.get("latency", {}).get("verify_top_k", 8)), st["topk"])
         pop = st.get("population")
         if pop is not None:
             p.population = Population.restore(
@@ -233,7 +239,8 @@ class Search:
 
     def __init__(self, spec: SearchSpec, *, search_id: str | None = None, store: SearchStore | None = None,
                  backend: EvaluationBackend | None = None, progress: Callable[[dict[str, Any]], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None, progress_interval: float = 0.5) -> None:
+                 should_stop: Callable[[], bool] | None = None, progress_interval: float = 0.5,
+                 profile: Any = None) -> None:
         self.spec = spec
         self.space = check_feasible(spec)
         self.search_id = search_id or uuid.uuid4().hex[:16]
@@ -246,8 +253,11 @@ class Search:
         self.budgets = spec.effective_budgets(self.space)
         self.start = spec.start_structure(self.space)
         self.driver_scored = not score_kind(spec.score).forward_pass
-        self.needs_latency = self.budgets.latency_ms is not None or (
-            spec.sampler == "nsga2" and "latency" in spec.objectives)
+        # predicted mode: a latency profile (given, or loaded from spec.latency.profile) prices each
+        # candidate in the driver, as a term of the evaluator; otherwise latency is measured on the backend
+        self.profile, self.latency_term = _latency_term(spec, self.space, self.start, self.budgets, profile)
+        self.needs_latency = self.latency_term is None and (self.budgets.latency_ms is not None or (
+            spec.sampler == "nsga2" and "latency" in spec.objectives))
         if (not self.driver_scored or self.needs_latency) and backend is None:
             raise SpecError(f"score {spec.score!r}{' with a latency budget' if self.needs_latency else ''} "
                             "needs an evaluation backend (Ray workers or the local backend)", field="score")
@@ -264,7 +274,9 @@ class Search:
         self.evaluator = search_evaluator(
             self.start, spec.height, spec.width, score=spec.score, settings=dict(spec.score_settings),
             stage_weights=self.space.stage_weights, flops=self.budgets.flops, params=self.budgets.params,
-            layers=self.budgets.layers, whole=whole)
+            layers=self.budgets.layers, whole=whole, latency=self.latency_term,
+            latency_ms=self.budgets.latency_ms if self.latency_term is not None else None)
+        self._latency_at = self.evaluator.names.index("latency_ms") if self.latency_term is not None else None
         assert self.neck is None or self.evaluator.score_index == SCORE_AT
         if self.driver_scored and spec.score not in ("entropy-analytic", NECK_SCORE):  # validates their settings
             make_scorer(spec.score, **dict(spec.score_settings))
@@ -282,16 +294,20 @@ class Search:
         if cp is not None and self.store is not None:
             self.store.discard_after(self.search_id, cp.n_trials)
         if cp is not None and cp.finished:
-            return self._result(cp, t_start)
+            return self._result(self._verify_latency(cp), t_start)
         run = _Progress.restore(cp) if cp is not None else _Progress()
         proposer = self._proposer(run, resumed=cp is not None)
+        if self.latency_term is not None and run.topk is None:
+            run.topk = TopK(self.spec.latency.verify_top_k)
+            if run.population is not None and run.population.best is not None:  # the start, scored
+                run.topk.offer(run.population.best[1], -1, run.population.best[0])
         self._writer = _StoreWriter(self.store) if self.store is not None else None
         try:
             cp = self._loop(run, proposer, t_start)
         finally:
             if self._writer is not None:
                 self._writer.close()  # the last batch is written before the result is read
-        return self._result(cp, t_start)
+        return self._result(self._verify_latency(cp), t_start)
 
     def _loop(self, run: _Progress, proposer: Any, t_start: float) -> Checkpoint:
         """Generations until the iterations are done or ``should_stop``; the last checkpoint."""
@@ -370,19 +386,21 @@ class Search:
         in_driver = self.driver_scored and not self.needs_latency
         records: list[TrialRecord] = []
         to_backend: list[int] = []
+        lat_at = self._latency_at
         for number, s in zip(numbers, candidates, strict=True):
             e = evaluate(s)
+            lat = e.totals[lat_at] if lat_at is not None else None  # the predicted latency
             reason = e.reason
             if reason is None and self._admit is not None and not in_driver:
                 # the service's evaluation limits: a forward pass that would break them is not run
                 reason = self._admit(s, score=not self.driver_scored, latency=self.needs_latency)
             if reason is not None:
-                records.append(TrialRecord(number, s, e, "rejected", reason, None))
+                records.append(TrialRecord(number, s, e, "rejected", reason, None, lat))
             elif in_driver:
-                records.append(TrialRecord(number, s, e, "complete", None, score_of(e), attempts=1))
+                records.append(TrialRecord(number, s, e, "complete", None, score_of(e), lat, attempts=1))
             else:
                 to_backend.append(len(records))
-                records.append(TrialRecord(number, s, e, "complete", None, None))
+                records.append(TrialRecord(number, s, e, "complete", None, None, lat))
         if to_backend:
             assert self.backend is not None
             results = self.backend.evaluate([self._task(records[i].number, records[i].structure,
@@ -393,7 +411,8 @@ class Search:
                 if res["state"] == "complete":
                     score = score_of(r.evaluation) if self.driver_scored else res["score"]
                 records[i] = r._replace(state=res["state"], reason=res.get("reason"), score=score,
-                                        latency_ms=res.get("latency_ms"), worker=res.get("worker"),
+                                        latency_ms=r.latency_ms if lat_at is not None else res.get("latency_ms"),
+                                        worker=res.get("worker"),
                                         attempts=int(res.get("attempts") or 0),
                                         seconds=float(res.get("seconds") or 0.0))
         return records
@@ -403,6 +422,7 @@ class Search:
         nsga2 = isinstance(proposer, _NSGA2)
         counts = run.counts
         keep_rows = self.store is not None
+        topk = run.topk
         for rec in records:
             complete = rec.state == "complete"
             if nsga2:
@@ -414,6 +434,8 @@ class Search:
                 if run.best is None or rec.score > run.best[1]:  # type: ignore[operator]
                     run.best = (rec.structure, rec.score)  # type: ignore[assignment]
                     run.best_curve.append((rec.number + 1, rec.score))  # type: ignore[arg-type]
+                if topk is not None:
+                    topk.offer(rec.score, rec.number, rec.structure)  # type: ignore[arg-type]
             else:
                 counts["rejected" if rec.state == "rejected" else "failed"] += 1
             if keep_rows:
@@ -491,6 +513,8 @@ class Search:
             "best_curve": list(run.best_curve), "elapsed": elapsed, "timings": dict(run.timings),
             "pareto_points": list(run.pareto_points),
         }
+        if run.topk is not None:
+            state["topk"] = run.topk.state()
         pop = run.population
         if pop is not None:
             ps = pop.state()
@@ -582,6 +606,10 @@ class Search:
                 row = self.store.trials(self.search_id, offset=chosen["number"], limit=1)
                 if row:
                     best_s = decode(row[0]["structure"])
+        lat = st.get("latency")
+        if lat is not None and lat.get("winner") is not None:  # predicted mode: the verified winner
+            w = lat["candidates"][lat["winner"]]
+            best_s, best_score = Structure.from_dict(w["structure"]), float(w["score"])
         cert = self._certificate(best_score) if cp.finished else None
         if cert and cert.get("better") and self.spec.sampler == "evolution" and self.budgets.latency_ms is None:
             # the bound programme's structure beats the evolution's best: return it, and say so
@@ -603,8 +631,51 @@ class Search:
             n_trials=cp.n_trials, evaluated=counts["evaluated"], rejected=counts["rejected"],
             failed=counts["failed"], seconds=st.get("elapsed", time.perf_counter() - t_start),
             pareto_front=front, best_curve=[tuple(x) for x in st.get("best_curve", [])],  # type: ignore[misc]
-            provenance=provenance(), timings=st.get("timings", {}), certificate=cert,
+            provenance=provenance(), timings=st.get("timings", {}), certificate=cert, latency=lat,
         )
+
+    def _verify_latency(self, cp: Checkpoint) -> Checkpoint:
+        """Predicted mode, once the search has finished: measure the top-k on the device (see
+        :mod:`zennas.search.verify`) and record it in the checkpoint; the summary's seconds include it."""
+        st = cp.state
+        done = st.get("latency")
+        if done is not None and done.get("error"):  # verified before, and failed: fail again (resume)
+            raise LatencyBudgetError(done["error"], field="budgets.latency_ms")
+        if self.latency_term is None or self.profile is None or not cp.finished or done is not None:
+            return cp
+        t0 = time.perf_counter()
+        spec, prof = self.spec, self.profile
+        cands = []
+        for score, number, rows in st.get("topk") or []:
+            s = decode(rows)
+            cands.append((number, score, s, self.latency_term.ms(s)))
+        backend = self.backend
+        if backend is None:
+            from zennas.search.task import LocalBackend
+
+            backend = LocalBackend(threads=None)  # the runner sets the profile's threads itself
+        failure: LatencyBudgetError | None = None
+        try:
+            rec = verify(cands, prof, self.budgets.latency_ms, backend, runs=spec.latency.runs,
+                         warmup=spec.latency.warmup, resource=spec.latency.resource)
+        except LatencyBudgetError as e:
+            failure, rec = e, e.record  # type: ignore[attr-defined]
+            rec["error"] = e.message
+        secs = time.perf_counter() - t0
+        rec["seconds"] = secs
+        rec["profile"] = {"ref": spec.latency.profile, "checksum": prof.checksum, "runtime": prof.runtime,
+                          "threads": prof.threads, "batch": prof.batch, "resolution": [prof.height, prof.width],
+                          "fingerprint": prof.fingerprint.to_dict()}
+        timings = dict(st.get("timings", {}))
+        timings["verify"] = secs
+        cp = replace(cp, state={**st, "latency": rec, "elapsed": st.get("elapsed", 0.0) + secs, "timings": timings})
+        if self.store is not None:
+            self.store.save_generation(cp, [])
+        for w in rec["warnings"]:
+            log.warning("%s", w)
+        if failure is not None:
+            raise failure
+        return cp
 
     def _certificate(self, best_score: float) -> dict[str, Any] | None:
         """For the closed-form entropy score: the bound on what the space holds under the budgets."""
@@ -615,6 +686,33 @@ class Search:
         weights = self.spec.score_settings.get("stage_weights", self.space.stage_weights)
         return certificate(self.space, self.start, budgets=self.budgets, height=self.spec.height,
                            width=self.spec.width, weights=weights, sampler=self.spec.sampler, best_score=best_score)
+
+
+def _latency_term(spec: SearchSpec, space: Any, start: Structure, budgets: Any, profile: Any) -> tuple[Any, Any]:
+    """(profile, LatencyTerm) of a predicted-latency search, or (None, None) without a profile."""
+    if profile is None and spec.latency.profile is None:
+        return None, None
+    from zennas.latency.predict import LatencyTerm, Predictor
+    from zennas.latency.profile import load_profile, require_fit, space_digest
+
+    if profile is None:
+        profile = load_profile(str(spec.latency.profile))
+    require_fit(profile, space=space.name, digest=space_digest(space.to_dict()), height=spec.height,
+                width=spec.width, batch=spec.latency.batch)
+    term = LatencyTerm(Predictor(profile), start)
+    limit = budgets.latency_ms
+    if limit is not None:
+        from zennas.search.spec import smallest_structure
+
+        small, here = term.ms(smallest_structure(space)), term.ms(start)
+        if small > limit:
+            raise SpecError(f"budgets.latency_ms = {limit:g} cannot be met: even the smallest structure of space "
+                            f"{space.name!r} is predicted at {small:.3f} ms by the profile", field="budgets.latency_ms")
+        if here > limit:
+            raise SpecError(f"budgets.latency_ms = {limit:g} is below the start structure's predicted "
+                            f"{here:.3f} ms; give a smaller start structure (--start) or a larger budget",
+                            field="budgets.latency_ms")
+    return profile, term
 
 
 def run_search(spec: SearchSpec, **kwargs: Any) -> SearchResult:

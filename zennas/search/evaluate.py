@@ -256,10 +256,13 @@ def score_term(score: str, settings: dict[str, object], height: int, width: int,
 
 def search_evaluator(start: Structure, height: int, width: int, *, score: str, settings: dict[str, object],
                      stage_weights: Sequence[float], flops: float | None = None, params: float | None = None,
-                     layers: int | None = None, whole: Sequence[WholeTerm] = ()) -> Evaluator:
-    """The evaluator of one search: FLOPs, params, layers, the closed-form score if any; the given
-    budgets as limits (checked layers, FLOPs, params: the first broken names the rejection);
-    ``whole``: the terms of the whole candidate (the detector's neck and head in detector scope)."""
+                     layers: int | None = None, whole: Sequence[WholeTerm] = (), latency: Term | None = None,
+                     latency_ms: float | None = None) -> Evaluator:
+    """The evaluator of one search: FLOPs, params, layers, the closed-form score if any, the
+    predicted latency if ``latency`` (a profile's :class:`zennas.latency.predict.LatencyTerm`); the
+    given budgets as limits (checked layers, FLOPs, params, then the predicted latency: the first
+    broken names the rejection); ``whole``: the terms of the whole candidate (the detector's neck and
+    head in detector scope)."""
     terms: list[Term] = [Flops(), Params(), Layers()]
     st = score_term(score, settings, height, width, stage_weights)
     score_name = None
@@ -276,4 +279,8 @@ def search_evaluator(start: Structure, height: int, width: int, *, score: str, s
             terms.append(st)
             score_name = st.name
     limits = {name: v for name, v in (("layers", layers), ("flops", flops), ("params", params)) if v is not None}
+    if latency is not None:
+        terms.append(latency)
+        if latency_ms is not None:
+            limits[latency.name] = latency_ms
     return Evaluator(start, height, width, terms, limits, score_name, transform, whole)

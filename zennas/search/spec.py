@@ -36,7 +36,7 @@ class Budgets:
     flops: float | None = None  # MACs + BN/act ops at height x width
     params: float | None = None  # parameters
     layers: int | None = None  # main-path conv layers
-    latency_ms: float | None = None  # median latency measured on the evaluating worker (ms)
+    latency_ms: float | None = None  # median latency (ms): measured on the worker, or predicted by latency.profile
     removed: tuple[str, ...] = ()  # budgets explicitly removed (no space default either)
     scope: str = "backbone"  # what flops/params budgets count: "backbone" | "detector" (+ neck + head)
 
@@ -61,6 +61,10 @@ class LatencySpec:
     warmup: int = 2  # untimed runs first
     resource: str | None = None  # Ray custom resource the timing worker must hold (e.g. "device_cpu_x86")
     threads: int = 1  # torch threads of the timing worker
+    # a device latency profile (a file path; in the service, the name of a stored profile): the latency
+    # is then predicted from it for every candidate, and only the top ``verify_top_k`` are measured
+    profile: str | None = None
+    verify_top_k: int = 8  # predicted mode: distinct top candidates measured on the device at the end
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,10 @@ class SearchSpec:
                                          or not lat.resource.isprintable()):
             raise bad("latency.resource", f"must be a Ray resource name (1-100 printable characters), "
                       f"got {lat.resource!r}"[:200])
+        if isinstance(lat.verify_top_k, bool) or not isinstance(lat.verify_top_k, int) or lat.verify_top_k < 1:
+            raise bad("latency.verify_top_k", f"must be an integer >= 1, got {lat.verify_top_k!r}")
+        if lat.profile is not None and (not isinstance(lat.profile, str) or not lat.profile.strip()):
+            raise bad("latency.profile", f"must name a latency profile, got {lat.profile!r}")
         if not isinstance(self.score_settings, Mapping):
             raise bad("score_settings", f"must be a mapping of setting names to values, got {self.score_settings!r}")
         if self.limits is not None and not isinstance(self.limits, Limits):
@@ -207,9 +215,14 @@ class SearchSpec:
         return flops, params, c.layers
 
     def needs_backend(self, budgets: Budgets) -> bool:
-        """Whether evaluation leaves the driver: a forward-pass score, or latency to measure."""
-        return score_kind(self.score).forward_pass or budgets.latency_ms is not None or (
-            self.sampler == "nsga2" and "latency" in self.objectives)
+        """Whether evaluation leaves the driver: a forward-pass score, or latency to measure (with a
+        latency profile the latency is predicted in the driver: a backend only to verify the top
+        candidates on a labelled node; without one they are measured in this process)."""
+        if score_kind(self.score).forward_pass:
+            return True
+        if self.latency.profile is not None:
+            return self.latency.resource is not None
+        return budgets.latency_ms is not None or (self.sampler == "nsga2" and "latency" in self.objectives)
 
     def warmup_size(self) -> int | None:
         """The evolution's population during the warm-up, or None when there is no warm-up."""

@@ -21,6 +21,7 @@ class TaskRunner:
         self.threads = threads
         self._scorers: dict[str, Any] = {}
         self._inputs: dict[tuple[int, ...], Any] = {}
+        self._runners: dict[tuple[Any, ...], Any] = {}
         if threads is not None:
             import torch
 
@@ -59,6 +60,22 @@ class TaskRunner:
                     times.append((time.perf_counter() - t0) * 1e3)
         return statistics.median(times)
 
+    def profile_latency(self, s: Structure, lat: dict[str, Any], height: int, width: int) -> dict[str, Any]:
+        """The whole backbone timed as ``zennas profile check`` times it (the profile's runtime, threads,
+        batch), with the spread and this worker's fingerprint."""
+        from zennas.latency.profile import local_fingerprint
+        from zennas.latency.runtimes import Runner, TimingSettings
+
+        key = (lat["runtime"], int(lat.get("threads", 1)), int(lat.get("batch", 1)), lat.get("opset"))
+        runner = self._runners.get(key)
+        if runner is None:
+            runner = self._runners[key] = Runner(key[0], threads=key[1], batch=key[2], opset=key[3])
+        runs = int(lat.get("runs", 10))
+        t = runner.time_structure(s, height, width, TimingSettings(int(lat.get("warmup", 1)), runs, runs, 0.0,
+                                                                   str(lat.get("clock", "wall"))))
+        return {"latency_ms": t.median_ms, "latency_p10_ms": t.p10_ms, "latency_p90_ms": t.p90_ms,
+                "fingerprint": local_fingerprint(runner.runtime, runner.version()).to_dict()}
+
     def run(self, task: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         rec: dict[str, Any] = {"number": task["number"], "state": "complete", "reason": None, "score": None,
@@ -66,7 +83,9 @@ class TaskRunner:
         try:
             s = Structure.from_dict({"blocks": task["structure"]})
             lat = task.get("latency")
-            if lat is not None:
+            if lat is not None and lat.get("runtime"):  # a profile's runtime (verifying a predicted search)
+                rec.update(self.profile_latency(s, lat, task["height"], task["width"]))
+            elif lat is not None:
                 rec["latency_ms"] = self.latency_ms(s, lat, task["height"], task["width"])
                 budget = task.get("latency_budget_ms")
                 if budget is not None and rec["latency_ms"] > budget:

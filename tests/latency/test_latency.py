@@ -1,0 +1,304 @@
+"""Device latency profiles, built for real in onnxruntime and torch on small grids at small input sizes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("scipy")
+
+from torch import nn
+
+from zennas.blocks import build_backbone
+from zennas.latency import BuildSpec, Predictor, ProfileError, build_profile, load_profile
+from zennas.latency.ops import Op, TableKey, block_ops, structure_ops
+from zennas.latency.profile import loads_profile, profile_from_dict
+from zennas.space.space import get_space
+from zennas.space.structure import Block, Structure
+
+# the module's profile is built for real (~200 cells, each an ONNX export and a session): slow on a
+# loaded 2-core machine, so each test may take up to 10 minutes there
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+ZENNAS = [sys.executable, "-m", "zennas.cli"]
+RES = 64  # small input: every op is cheap
+
+# a small build: few channel points (ratio 4), few samples, few runs
+SMALL = dict(height=RES, width=RES, grid_ratio=4.0, plan_samples=40, calibration=3, warmup=1, min_runs=3,
+             max_runs=3, min_time_s=0.0, network_runs=3)
+
+
+@pytest.fixture(scope="module")
+def ort_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("prof") / "ort.json"
+    p = build_profile(BuildSpec(runtime="onnxruntime", **SMALL), save=lambda p: p.save(out))  # type: ignore[arg-type]
+    assert p.complete and load_profile(out) == p
+    return out
+
+
+TINY = Structure((
+    Block("ConvKXBNRELU", 3, 16, 2, 3, 1),
+    Block("SuperResK1KXK1", 16, 32, 2, 3, 2, 16),
+    Block("SuperResK1KXK1", 32, 32, 1, 5, 1, 8),
+))
+
+
+def test_ops_follow_the_builder() -> None:
+    """Each conv the built module runs is one op, and each shortcut pool one pool op."""
+    blocks = [*TINY.blocks, Block("SuperResK1DWK1", 16, 24, 2, 5, 3, 48), Block("S2D", 16, 32, 2, 3, 3)]
+    for b in blocks:
+        module = build_backbone(Structure((b,))) if b.type == "ConvKXBNRELU" else None
+        if module is None:
+            from zennas.blocks import get_block_builder
+
+            module = get_block_builder(b.type)(b)
+        convs = sum(isinstance(m, nn.Conv2d) for m in module.modules())
+        pools = sum(isinstance(m, nn.AvgPool2d) for m in module.modules())
+        ops = block_ops(b, 32, 32)
+        assert sum(op.key.kind != "pool" for op in ops) == convs, b
+        assert sum(op.key.kind == "pool" for op in ops) == pools, b
+
+
+def test_hand_checked_decomposition_and_prediction(ort_profile: Path) -> None:
+    """The prediction is the sum over ops of (scale * (table term - empty call) + per-op cost), plus
+    the offset, over the ops written out here by hand for TINY at 64x64."""
+    p = load_profile(ort_profile)
+    ops = [
+        Op(TableKey("stem", 64, 64, 3, 2, False, "relu", 3), (16,)),
+        # block 1, unit 0 (16 -> 32, stride 2, k3, btn 16): projection shortcut after a 2x2 pool
+        Op(TableKey("pw", 32, 32, 1, 1, False, "relu"), (16, 16)),
+        Op(TableKey("kxk", 32, 32, 3, 2, False, "relu"), (16,)),
+        Op(TableKey("pool", 32, 32, 2, 2, False, "none"), (16,)),
+        Op(TableKey("proj", 16, 16, 1, 1, False, "none"), (16, 32)),
+        Op(TableKey("pw_add", 16, 16, 1, 1, False, "relu"), (16, 32)),
+        # block 1, unit 1 (32 -> 32): identity shortcut
+        Op(TableKey("pw", 16, 16, 1, 1, False, "relu"), (32, 16)),
+        Op(TableKey("kxk", 16, 16, 3, 1, False, "relu"), (16,)),
+        Op(TableKey("pw_add", 16, 16, 1, 1, False, "relu"), (16, 32)),
+    ]
+    got = structure_ops(TINY, 64, 64)
+    first = got[:len(ops)]
+    from zennas.latency.ops import unit_shortcut
+
+    if unit_shortcut("SuperResK1KXK1", 32, 32, True) == "identity":  # before TinyNAS's forced projection
+        assert first[:3] + first[4:] == ops[:3] + ops[4:] or first == ops
+    else:
+        assert first == ops
+    pred = Predictor(p)
+    table = {t.key: t for t in p.tables}
+    total = 0.0
+    for op in got:
+        assert op.key in table, op
+        total += max(0.0, pred.table_ms(op) - p.call_overhead_ms)
+    o = p.overhead
+    assert o is not None
+    assert math.isclose(pred.predict(TINY), o.scale * total + o.per_op_ms * len(got) + o.offset_ms, rel_tol=1e-12)
+
+
+def test_interpolation_is_exact_on_grid_points(ort_profile: Path) -> None:
+    p = load_profile(ort_profile)
+    pred = Predictor(p)
+    for t in p.tables:
+        for point, med in zip(t.cells(), t.median_ms, strict=True):
+            assert math.isclose(pred.table_ms(Op(t.key, point)), med, rel_tol=1e-9), (t.key, point)
+    # between grid points: between the neighbours (latency grows with channels here)
+    t = next(t for t in p.tables if t.key.kind == "pw" and len(t.axes[0]) >= 2)
+    a, b = t.axes[0][0], t.axes[0][1]
+    mid = pred.table_ms(Op(t.key, ((a + b) // 2, t.axes[1][0])))
+    lo, hi = sorted((t.median_ms[0], t.median_ms[len(t.axes[1])]))
+    assert lo <= mid <= hi  # type: ignore[operator]
+
+
+def test_torch_profile_builds_and_predicts(tmp_path: Path) -> None:
+    out = tmp_path / "torch.json"
+    spec = BuildSpec(runtime="torch", space="giraffe-s2d", **SMALL)  # type: ignore[arg-type]
+    p = build_profile(spec, save=lambda p: p.save(out))
+    assert p.complete and p.runtime == "torch" and p.opset is None
+    assert {t.key.kind for t in p.tables} == {"stem", "s2d", "kxk"}
+    assert p.fingerprint.runtime_version.startswith("torch ")
+    pred = Predictor(load_profile(out))
+    assert pred.predict(get_space("giraffe-s2d").start) > 0
+
+
+def test_resume_continues_a_partial_build(tmp_path: Path) -> None:
+    out = tmp_path / "p.json"
+    spec = BuildSpec(runtime="onnxruntime", space="giraffe-s2d", **SMALL)  # type: ignore[arg-type]
+
+    class Stop(Exception):
+        pass
+
+    seen: list[int] = []
+
+    def progress(ev: dict[str, object]) -> None:
+        seen.append(int(ev["cells_done"]))  # type: ignore[call-overload]
+        if len(seen) == 6:
+            raise Stop
+
+    with pytest.raises(Stop):
+        build_profile(spec, save=lambda p: p.save(out), progress=progress, save_every_s=0.0)
+    partial = load_profile(out)
+    assert not partial.complete and 0 < partial.n_cells()[1] < partial.n_cells()[0]
+    with pytest.raises(ProfileError) as e:
+        Predictor(partial)
+    assert e.value.field == "complete"
+    measured = {(t.key, c): v for t in partial.tables for c, v in zip(t.cells(), t.median_ms, strict=True)
+                if v is not None}
+    done = build_profile(spec, resume=partial, save=lambda p: p.save(out))
+    assert done.complete
+    again = {(t.key, c): v for t in done.tables for c, v in zip(t.cells(), t.median_ms, strict=True)}
+    assert all(again[k] == v for k, v in measured.items())  # the measured cells were kept, not re-timed
+    with pytest.raises(ProfileError) as e:
+        build_profile(dataclasses.replace(spec, batch=2), resume=partial)
+    assert e.value.field == "batch"
+
+
+def test_corrupted_or_edited_profile_is_refused(ort_profile: Path, tmp_path: Path) -> None:
+    doc = json.loads(ort_profile.read_text())
+    for f in ("p10_ms", "median_ms", "p90_ms"):
+        doc["tables"][0][f][0] *= 0.5  # a hand edit that keeps the document valid
+    with pytest.raises(ProfileError) as e:
+        profile_from_dict(doc)
+    assert e.value.field == "checksum"
+    with pytest.raises(ProfileError) as e:
+        loads_profile(ort_profile.read_text()[:-20])  # truncated
+    assert e.value.field == "document"
+    doc = json.loads(ort_profile.read_text())
+    doc["tables"][0]["surprise"] = 1
+    with pytest.raises(ProfileError) as e:
+        profile_from_dict(doc)
+    assert e.value.field == "tables[0].surprise"
+    doc = json.loads(ort_profile.read_text())
+    doc["runtime"] = "tensorrt"
+    with pytest.raises(ProfileError) as e:
+        profile_from_dict(doc, verify_checksum=False)
+    assert e.value.field == "runtime" and "reserved" in e.value.message
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**json.loads(ort_profile.read_text()), "threads": 2}))
+    p = subprocess.run([*ZENNAS, "profile", "show", str(bad)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "checksum" in p.stderr and "Traceback" not in p.stderr
+
+
+def _spec(**kw: object) -> object:
+    from zennas.search import LatencySpec, SearchSpec
+
+    lat = kw.pop("latency", {})
+    return SearchSpec(**{"height": RES, "width": RES, "population": 8, "iterations": 96, "generation": 16,
+                         "warmup_iterations": 0, "seed": 0, **kw},  # type: ignore[arg-type]
+                      latency=LatencySpec(**lat))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("change,field", [({"space": "detection-dw"}, "latency.profile.space"),
+                                          ({"height": 96, "width": 96}, "latency.profile.height"),
+                                          ({"latency": {"batch": 2}}, "latency.profile.batch")])
+def test_profile_for_another_search_is_refused(ort_profile: Path, change: dict[str, object], field: str) -> None:
+    change = dict(change)
+    from zennas.search import Search
+
+    lat = {"profile": str(ort_profile), **change.pop("latency", {})}  # type: ignore[dict-item]
+    spec = _spec(latency=lat, **change)
+    with pytest.raises(ProfileError) as e:
+        Search(spec)  # type: ignore[arg-type]
+    assert e.value.field == field
+
+
+def test_cli_refuses_a_profile_for_another_resolution(ort_profile: Path) -> None:
+    p = subprocess.run([*ZENNAS, "search", "--resolution", "96", "--iterations", "16", "--population", "4",
+                        "--latency-profile", str(ort_profile), "--budget-latency-ms", "100"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "latency.profile" in p.stderr and "height" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_cli_check_json(ort_profile: Path, tmp_path: Path) -> None:
+    f = tmp_path / "tiny.json"
+    f.write_text(TINY.to_json())
+    p = subprocess.run([*ZENNAS, "profile", "check", str(ort_profile), str(f), "--structures", "3", "--seed", "1",
+                        "--runs", "3", "--json"], capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["n"] == 4 and len(d["rows"]) == 4  # the file first; no start (a file was given); 3 sampled
+    assert Structure.from_dict(d["rows"][0]["structure"]) == TINY
+    assert 0.0 <= d["within_10pct"] <= 1.0 and d["mape"] >= 0 and -1.0 <= d["kendall_tau"] <= 1.0
+    assert all(r["predicted_ms"] > 0 and r["measured_ms"] > 0 for r in d["rows"])
+    p = subprocess.run([*ZENNAS, "profile", "check", str(ort_profile), "--structures", "0", "--json"],
+                       capture_output=True, text=True, timeout=120)
+    d = json.loads(p.stdout)
+    assert d["n"] == 1 and d["rows"][0]["structure"] == get_space("detection-k1kxk1").start.to_dict()
+    p = subprocess.run([*ZENNAS, "profile", "check", str(ort_profile), "--structures", "-1"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "structures" in p.stderr
+
+
+def test_latency_budgeted_search_verifies_its_winner(ort_profile: Path) -> None:
+    from zennas.search import Budgets, Search
+
+    prof = load_profile(ort_profile)
+    start_ms = Predictor(prof).predict(get_space("detection-k1kxk1").start)
+    budget = 1.5 * start_ms
+    spec = _spec(budgets=Budgets(latency_ms=budget), latency={"profile": str(ort_profile), "verify_top_k": 3})
+    # the profile as loaded, but measured "elsewhere": the result warns that the worker differs
+    moved = dataclasses.replace(prof, fingerprint=dataclasses.replace(prof.fingerprint, cpu="Another CPU"))
+    result = Search(spec, profile=moved).run()  # type: ignore[arg-type]
+    lat = result.latency
+    assert lat is not None and lat["winner"] is not None
+    assert 1 <= len(lat["candidates"]) <= 3
+    w = lat["candidates"][lat["winner"]]
+    assert w["measured_ms"] <= budget and w["predicted_ms"] <= budget
+    assert Structure.from_dict(w["structure"]) == result.best_structure
+    assert result.timings["verify"] > 0 and result.seconds >= result.timings["verify"]
+    scores = [c["score"] for c in lat["candidates"]]
+    assert scores == sorted(scores, reverse=True)
+    assert result.summary()["latency"]["profile"]["checksum"] == moved.checksum
+    assert any("differs" in w and "cpu" in w for w in lat["warnings"]), lat["warnings"]
+
+
+def test_search_fails_clearly_when_no_candidate_meets_the_budget_measured(ort_profile: Path) -> None:
+    """A profile that under-predicts by 10x (a legitimately built profile, re-scaled as data) lets the
+    search accept candidates the device then measures over budget."""
+    from zennas.search import Budgets, Search, SearchStore
+    from zennas.search.verify import LatencyBudgetError
+
+    prof = load_profile(ort_profile)
+    assert prof.overhead is not None
+    low = dataclasses.replace(prof, overhead=dataclasses.replace(prof.overhead, scale=prof.overhead.scale / 10,
+                                                                 per_op_ms=0.0, offset_ms=0.0))
+    budget = 1.2 * Predictor(low).predict(get_space("detection-k1kxk1").start)
+    spec = _spec(budgets=Budgets(latency_ms=budget), latency={"verify_top_k": 2})
+    store = SearchStore.open("sqlite://")
+    with pytest.raises(LatencyBudgetError) as e:
+        Search(spec, profile=low, store=store, search_id="s").run()  # type: ignore[arg-type]
+    assert e.value.field == "budgets.latency_ms" and "closest is candidate" in e.value.message
+    # the failed verification is recorded: resuming the finished search fails the same way, unmeasured
+    with pytest.raises(LatencyBudgetError) as again:
+        Search(spec, profile=low, store=store, search_id="s").run(resume=True)  # type: ignore[arg-type]
+    assert again.value.message == e.value.message
+
+
+def test_predicted_latency_is_an_evaluator_term_that_rejects_before_scoring(ort_profile: Path) -> None:
+    """The one evaluation path: the profile's prediction is a per-block term of the search's
+    evaluator (offset included), and a candidate over the budget is rejected by it, like FLOPs."""
+    from zennas.search import Budgets, Search
+
+    prof = load_profile(ort_profile)
+    pred = Predictor(prof)
+    space = get_space("detection-k1kxk1")
+    start_ms = pred.predict(space.start)
+    spec = _spec(budgets=Budgets(latency_ms=1.2 * start_ms), latency={"profile": str(ort_profile)})
+    search = Search(spec, profile=prof)  # type: ignore[arg-type]
+    ev = search.evaluator
+    e = ev(space.start)
+    assert ev.total(e, "latency_ms") == pytest.approx(start_ms, rel=1e-9) and e.reason is None
+    wide = Structure(tuple(b._replace(out_channels=b.out_channels * 2, in_channels=b.in_channels * 2 if i else 3,
+                                      bottleneck=b.bottleneck * 2 if b.bottleneck else None)
+                           for i, b in enumerate(space.start.blocks)))
+    e2 = ev(wide)
+    assert ev.total(e2, "latency_ms") == pytest.approx(pred.predict(wide), rel=1e-9)
+    assert ev.total(e2, "latency_ms") > 1.2 * start_ms and e2.reason == "latency_ms"
+    assert not search.needs_latency and search.backend is None  # predicted in the driver: no backend

@@ -1,0 +1,86 @@
+"""How well a profile predicts: whole backbones measured in the profile's runtime against their
+predictions (``zennas profile check``)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from zennas.latency.predict import Predictor
+from zennas.latency.profile import Profile
+from zennas.space.structure import Structure
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    structure: Structure
+    predicted_ms: float
+    measured_ms: float
+    p10_ms: float
+    p90_ms: float
+
+    @property
+    def error(self) -> float:
+        """Relative error of the prediction: (predicted - measured) / measured."""
+        return (self.predicted_ms - self.measured_ms) / self.measured_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"predicted_ms": self.predicted_ms, "measured_ms": self.measured_ms, "measured_p10_ms": self.p10_ms,
+                "measured_p90_ms": self.p90_ms, "error": self.error, "structure": self.structure.to_dict()}
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    rows: tuple[CheckRow, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.rows)
+
+    @property
+    def within_10pct(self) -> float:
+        return sum(abs(r.error) <= 0.10 for r in self.rows) / self.n if self.rows else float("nan")
+
+    @property
+    def mape(self) -> float:
+        return math.fsum(abs(r.error) for r in self.rows) / self.n if self.rows else float("nan")
+
+    @property
+    def kendall_tau(self) -> float:
+        if self.n < 2:
+            return float("nan")
+        from scipy.stats import kendalltau
+
+        res = kendalltau([r.predicted_ms for r in self.rows], [r.measured_ms for r in self.rows])
+        return float(res.statistic)
+
+    def worst(self, k: int = 5) -> list[tuple[int, CheckRow]]:
+        return sorted(enumerate(self.rows), key=lambda x: -abs(x[1].error))[:k]
+
+    def to_dict(self) -> dict[str, Any]:
+        def num(x: float) -> float | None:
+            return None if math.isnan(x) else x
+
+        return {"n": self.n, "within_10pct": num(self.within_10pct), "mape": num(self.mape),
+                "kendall_tau": num(self.kendall_tau), "worst": [i for i, _ in self.worst()],
+                "rows": [r.to_dict() for r in self.rows]}
+
+
+def check_profile(profile: Profile, structures: Sequence[Structure], *, runs: int = 5,
+                  progress: Callable[[int, int], None] | None = None) -> CheckReport:
+    """Measure each structure whole in the profile's runtime, threads and batch, at its input size."""
+    from zennas.latency.runtimes import Runner, TimingSettings
+
+    pred = Predictor(profile)
+    runner = Runner(profile.runtime, threads=profile.threads, batch=profile.batch, opset=profile.opset)
+    timing = TimingSettings(warmup=1, min_runs=runs, max_runs=runs, min_time_s=0.0, clock=profile.clock)
+    rows = []
+    for i, s in enumerate(structures):
+        p = pred.predict(s)
+        m = runner.time_structure(s, profile.height, profile.width, timing)
+        rows.append(CheckRow(s, p, m.median_ms, m.p10_ms, m.p90_ms))
+        if progress is not None:
+            progress(i + 1, len(structures))
+    return CheckReport(tuple(rows))

@@ -1,0 +1,114 @@
+"""Predicted latency: the sum of a structure's op latencies read from a profile, plus the per-network
+overhead fitted when the profile was built.
+
+Between grid points an op's latency is interpolated linearly in log(latency) over log(channels)
+(``scipy.interpolate.RegularGridInterpolator``, as TinyNAS's OpPredictor interpolates on its table),
+which is exact on grid points and follows the power law ``latency ~ cin * cout`` of a conv whose
+efficiency changes slowly with its width; outside the grid it extrapolates linearly in the same
+logs. Lookups are cached per op and per (block, input size), and in a search :class:`LatencyTerm`
+is one of the evaluator's terms (cached per block and position), so a search pays the interpolation
+once per new block, like the FLOPs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from zennas.cost import BlockCost
+from zennas.latency.ops import Op, TableKey, block_ops, block_sizes
+from zennas.latency.profile import Profile, ProfileError
+from zennas.search.evaluate import Position, Term
+from zennas.space.structure import Block, Structure
+
+
+class Predictor:
+    """Predicts a backbone's latency in a profile's runtime, threads, batch and input size."""
+
+    def __init__(self, profile: Profile) -> None:
+        if not profile.complete:
+            raise ProfileError("the profile is not complete (a build that stopped part-way); finish it with "
+                               "`zennas profile build ... --resume`", field="complete")
+        import numpy as np
+        from scipy.interpolate import RegularGridInterpolator
+
+        self.profile = profile
+        assert profile.overhead is not None  # a complete profile has one (validated)
+        self.scale = profile.overhead.scale
+        self.per_op_ms = profile.overhead.per_op_ms
+        self.offset_ms = profile.overhead.offset_ms
+        self.call_ms = profile.call_overhead_ms
+        self._interp: dict[TableKey, Any] = {}
+        for t in profile.tables:
+            axes = tuple(np.log(np.asarray(a, dtype=float)) for a in t.axes)
+            values = np.log(np.asarray(t.median_ms, dtype=float)).reshape([len(a) for a in t.axes])
+            self._interp[t.key] = RegularGridInterpolator(axes, values, method="linear", bounds_error=False,
+                                                          fill_value=None)
+        self._ops: dict[Op, float] = {}
+        self._blocks: dict[tuple[Block, int, int], float] = {}
+
+    def table_ms(self, op: Op) -> float:
+        """The table's (interpolated) median for ``op``, as measured: a call of the op alone."""
+        f = self._interp.get(op.key)
+        if f is None:
+            p = self.profile
+            raise ProfileError(
+                f"the profile has no table for op {op.key.label()!r}: it was built for space {p.space!r} at "
+                f"{p.height}x{p.width}; build a profile for this space and input size", field="profile")
+        return math.exp(float(f([[math.log(c) for c in op.point]])[0]))
+
+    def op_ms(self, op: Op) -> float:
+        """The op's share of a network's latency: its table time less the runtime's empty-call cost,
+        scaled to in-network time, plus the in-network dispatch cost of one op."""
+        v = self._ops.get(op)
+        if v is None:
+            v = self._ops[op] = self.scale * max(0.0, self.table_ms(op) - self.call_ms) + self.per_op_ms
+        return v
+
+    def block_ms(self, b: Block, height: int, width: int) -> float:
+        key = (b, height, width)
+        v = self._blocks.get(key)
+        if v is None:
+            if len(self._blocks) >= 1 << 18:
+                self._blocks.clear()  # bounded: a long search keeps making new blocks
+            v = self._blocks[key] = math.fsum(self.op_ms(op) for op in block_ops(b, height, width))
+        return v
+
+    def ops_ms(self, s: Structure, height: int | None = None, width: int | None = None) -> float:
+        """The sum of the structure's op terms, before the per-network offset."""
+        h = self.profile.height if height is None else height
+        w = self.profile.width if width is None else width
+        return math.fsum(self.block_ms(b, bh, bw) for b, (bh, bw) in zip(s.blocks, block_sizes(s, h, w),
+                                                                           strict=True))
+
+    def network_ms(self, ops_ms: float) -> float:
+        return ops_ms + self.offset_ms
+
+    def predict(self, s: Structure) -> float:
+        """Predicted median latency of the whole backbone (ms) at the profile's input size."""
+        return self.network_ms(self.ops_ms(s))
+
+
+class LatencyTerm(Term):
+    """The predicted latency as a cost term of the search's evaluator (:mod:`zennas.search.evaluate`):
+    a block's share is its ops' predicted time at its position's input size, cached per position
+    like the FLOPs. Block positions keep their input size through a search (mutations never change
+    a stride), so the sizes are those of the start structure. The per-network offset is the first
+    position's (a constant of every candidate), so the term's total is :meth:`Predictor.predict`."""
+
+    name = "latency_ms"
+
+    def __init__(self, predictor: Predictor, start: Structure) -> None:
+        self.predictor = predictor
+        p = predictor.profile
+        self.sizes = tuple(block_sizes(start, p.height, p.width))
+
+    def share(self, block: Block, cost: BlockCost, at: Position) -> float:
+        h, w = self.sizes[at.index]
+        v = self.predictor.block_ms(block, h, w)
+        return v + self.predictor.offset_ms if at.index == 0 else v
+
+    def ms(self, s: Structure) -> float:
+        """The predicted latency of ``s`` (outside an evaluator: uncached per position)."""
+        pr = self.predictor
+        return pr.network_ms(math.fsum(pr.block_ms(b, h, w) for b, (h, w) in zip(s.blocks, self.sizes, strict=True)))

@@ -1,0 +1,229 @@
+"""Timing ops and whole backbones in a runtime: ``onnxruntime`` (CPU execution provider) or ``torch``
+eager (CPU).
+
+Both time the modules zennas builds: an op is the same ``ConvNormAct`` / unit piece the backbone is
+made of, and a backbone is :func:`zennas.build_backbone`'s module. ``onnxruntime`` runs them through the
+export ``zennas export-onnx`` writes (BN folded, same opset), with all graph optimizations (so the
+activation, and the residual add of ``pw_add``, are fused as they are in the whole network);
+``torch`` runs them in eval mode under ``inference_mode``. Denormals are flushed to zero in both, so
+freshly initialised deep networks are not slowed by tiny activations that trained ones do not have.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from zennas.blocks.base import ConvNormAct
+from zennas.blocks.s2d import SpaceToDepthUnit
+from zennas.errors import SpecError
+from zennas.latency.ops import Op, out_size
+from zennas.latency.profile import RESERVED_RUNTIMES, RUNTIMES
+from zennas.space.structure import Structure
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    runs: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimingSettings:
+    warmup: int = 2  # untimed calls first
+    min_runs: int = 5  # timed calls, at least
+    max_runs: int = 50  # timed calls, at most
+    min_time_s: float = 0.1  # keep timing (up to max_runs) until this much time is spent
+    clock: str = "wall"  # wall: elapsed time; cpu: this thread's CPU time (1 thread only; see CLOCKS)
+
+    def __post_init__(self) -> None:
+        for f in ("warmup", "min_runs", "max_runs"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if f == "warmup" else 1):
+                raise SpecError(f"{f} must be an integer >= {0 if f == 'warmup' else 1}, got {v!r}", field=f)
+        if self.max_runs < self.min_runs:
+            raise SpecError(f"max_runs ({self.max_runs}) must be >= min_runs ({self.min_runs})", field="max_runs")
+        if not self.min_time_s >= 0:
+            raise SpecError(f"min_time_s must be >= 0, got {self.min_time_s!r}", field="min_time_s")
+        if self.clock not in CLOCKS:
+            raise SpecError(f"clock must be one of {', '.join(CLOCKS)}, got {self.clock!r}", field="clock")
+
+
+def _percentile(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    if len(s) == 1:
+        return s[0]
+    pos = q * (len(s) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+# ``cpu`` times the calling thread's CPU time (``time.thread_time``): with one intra-op thread both
+# runtimes compute on the calling thread, so it is the latency the op would have on an idle core,
+# without the time spent waiting for one. For building and checking profiles on a shared, loaded
+# machine; a deployment device is timed with ``wall``.
+CLOCKS = ("wall", "cpu")
+
+
+def time_calls(fn: Callable[[], object], t: TimingSettings) -> Timing:
+    """Median, p10 and p90 of timed calls of ``fn`` (ms)."""
+    for _ in range(t.warmup):
+        fn()
+    times: list[float] = []
+    clock = time.thread_time if t.clock == "cpu" else time.perf_counter
+    wall = time.perf_counter
+    end = wall() + t.min_time_s
+    while len(times) < t.max_runs and (len(times) < t.min_runs or wall() < end):
+        t0 = clock()
+        fn()
+        times.append((clock() - t0) * 1e3)
+    return Timing(statistics.median(times), _percentile(times, 0.1), _percentile(times, 0.9), len(times))
+
+
+def check_runtime(name: str) -> str:
+    if name in RESERVED_RUNTIMES:
+        raise SpecError(f"runtime {name!r} is reserved for other workers; this build supports "
+                        f"{', '.join(RUNTIMES)}", field="runtime")
+    if name not in RUNTIMES:
+        raise SpecError(f"runtime must be one of {', '.join(RUNTIMES)}, got {name!r}", field="runtime")
+    if name == "onnxruntime":
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ModuleNotFoundError as e:
+            raise SpecError(f"runtime 'onnxruntime' needs the {e.name!r} package: pip install 'zennas[search]'",
+                            field="runtime") from e
+    return name
+
+
+# -- the modules that are timed ---------------------------------------------------------------
+def op_module(op: Op) -> tuple[Any, tuple[Any, ...], list[str]]:
+    """(module in eval mode, example inputs at batch 1, input names) for one op."""
+    k = op.key
+    cin, cout = op.channels
+    x = torch.randn(1, cin, k.height, k.width, generator=torch.Generator().manual_seed(0))
+    m: nn.Module
+    if k.kind in ("stem", "pw", "proj"):
+        m = ConvNormAct(cin, cout, kernel=k.kernel, stride=k.stride, act=k.act)
+    elif k.kind == "kxk":
+        m = ConvNormAct(cin, cout, kernel=k.kernel, stride=k.stride, groups=cin if k.depthwise else 1, act=k.act)
+    elif k.kind == "pool":
+        m = nn.AvgPool2d(kernel_size=2, stride=2, ceil_mode=True)  # as the bottleneck shortcut
+    elif k.kind == "s2d":
+        m = SpaceToDepthUnit(cin, cout)
+    elif k.kind == "pw_add":
+        r = torch.randn(1, cout, out_size(k.height, k.stride), out_size(k.width, k.stride),
+                        generator=torch.Generator().manual_seed(1))
+        return ResidualTail(cin, cout).eval(), (x, r), ["x", "residual"]
+    else:  # pragma: no cover - KINDS is closed
+        raise SpecError(f"unknown op kind {k.kind!r}", field="kind")
+    return m.eval(), (x,), ["x"]
+
+
+class ResidualTail(nn.Module):
+    """A bottleneck unit's tail: conv3 (1x1 + BN, no activation) + the shortcut's output, then ReLU,
+    written as :class:`zennas.blocks.bottleneck.BottleneckUnit` writes it."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv3 = ConvNormAct(cin, cout, kernel=1, act="none")
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
+        return self.act(self.conv3(x) + residual)  # (B, cout, H, W)
+
+
+def _batched(inputs: tuple[Any, ...], batch: int) -> tuple[Any, ...]:
+    if batch == 1:
+        return inputs
+    return tuple(t.repeat(batch, *([1] * (t.dim() - 1))) for t in inputs)
+
+
+@contextmanager
+def _flush_denormal() -> Iterator[None]:
+    """Denormals flushed to zero (torch has no getter for the mode; its default, off, is restored)."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
+class Runner:
+    """Times ops and backbones in one runtime with one thread count and batch."""
+
+    def __init__(self, runtime: str, *, threads: int = 1, batch: int = 1, opset: int | None = None) -> None:
+        self.runtime = check_runtime(runtime)
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise SpecError(f"threads must be a positive integer, got {threads!r}", field="threads")
+        self.threads, self.batch = threads, batch
+        from zennas.latency.onnx_export import DEFAULT_OPSET
+
+        self.opset = (opset or DEFAULT_OPSET) if runtime == "onnxruntime" else None
+
+    # -- versions -------------------------------------------------------------------------
+    def version(self) -> str:
+        if self.runtime == "onnxruntime":
+            import onnxruntime
+
+            return f"onnxruntime {onnxruntime.__version__}"
+        return f"torch {torch.__version__}"
+
+    # -- onnxruntime ------------------------------------------------------------------------
+    def _session(self, model_bytes: bytes) -> Any:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.add_session_config_entry("session.set_denormal_as_zero", "1")
+        so.log_severity_level = 3
+        return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+    def _time_module(self, module: Any, inputs: tuple[Any, ...], names: list[str], t: TimingSettings,
+                     output_names: list[str]) -> Timing:
+        from zennas.score._torch import torch_threads
+
+        inputs = _batched(inputs, self.batch)
+        if self.runtime == "onnxruntime":
+            from zennas.latency.onnx_export import module_onnx_bytes
+
+            data = module_onnx_bytes(module, tuple(i[:1] for i in inputs), input_names=names,
+                                     output_names=output_names, opset=self.opset or 17)
+            sess = self._session(data)
+            feeds = {n: i.numpy() for n, i in zip(names, inputs, strict=True)}
+            run = sess.run
+            return time_calls(lambda: run(None, feeds), t)
+        with torch_threads(self.threads), torch.inference_mode(), _flush_denormal():
+            return time_calls(lambda: module(*inputs), t)
+
+    def time_op(self, op: Op, t: TimingSettings) -> Timing:
+        module, inputs, names = op_module(op)
+        return self._time_module(module, inputs, names, t, ["y"])
+
+    def time_empty(self, t: TimingSettings) -> Timing:
+        """One call that does (almost) nothing: the runtime's per-call cost, subtracted from each op."""
+        x = torch.zeros(1, 8, 8, 8)
+        return self._time_module(nn.Identity(), (x,), ["x"], t, ["y"])
+
+    def time_structure(self, s: Structure, height: int, width: int, t: TimingSettings) -> Timing:
+        """The whole backbone (the module :func:`zennas.build_backbone` returns, default outputs C3..C5;
+        for onnxruntime, its ``zennas export-onnx`` graph)."""
+        from zennas.blocks import build_backbone
+
+        model = build_backbone(s).eval()
+        names = [model.stages[i].name.lower() for i in model.out_stages]
+        x = torch.randn(1, s.in_channels, height, width, generator=torch.Generator().manual_seed(0))
+        return self._time_module(model, (x,), ["image"], t, names)
