@@ -226,7 +226,7 @@ def test_cli_check_json(ort_profile: Path, tmp_path: Path) -> None:
     assert d["n"] == 4 and len(d["rows"]) == 4  # the file first; no start (a file was given); 3 sampled
     assert Structure.from_dict(d["rows"][0]["structure"]) == TINY
     assert 0.0 <= d["within_10pct"] <= 1.0 and d["mape"] >= 0 and -1.0 <= d["kendall_tau"] <= 1.0
-    assert all(r["predicted_ms"] > 0 and r["measured_ms"] > 0 for r in d["rows"])
+    assert all(r["predicted_ms"] > 0 and r["measured_ms"] > 0 for r in d["rows"]), d["rows"]
     p = subprocess.run([*ZENNAS, "profile", "check", str(ort_profile), "--structures", "0", "--json"],
                        capture_output=True, text=True, timeout=120)
     d = json.loads(p.stdout)

@@ -199,7 +199,8 @@ def _fill_estimates(t: OpTable, batch: int) -> OpTable:
 def fit_overhead(rows: list[tuple[float, float, float]]) -> tuple[float, float, float]:
     """(scale, per_op_ms, offset_ms) minimizing the squared *relative* error of
     ``scale * ops_ms + per_op_ms * n_ops + offset_ms`` against the measured latencies of ``rows``
-    ((ops_ms, n_ops, measured_ms)), with 0.25 <= scale <= 4 and per_op_ms >= 0."""
+    ((ops_ms, n_ops, measured_ms)), with 0.25 <= scale <= 4, per_op_ms >= 0 and offset_ms >= 0: a fixed
+    overhead is never negative (an unbounded fit on noisy timings predicted < 0 ms for tiny networks)."""
     import numpy as np
     from scipy.optimize import lsq_linear
 
@@ -207,7 +208,7 @@ def fit_overhead(rows: list[tuple[float, float, float]]) -> tuple[float, float, 
     n = np.asarray([r[1] for r in rows], dtype=float)
     y = np.asarray([r[2] for r in rows], dtype=float)
     a = np.stack([x / y, n / y, 1.0 / y], axis=1)
-    res = lsq_linear(a, np.ones_like(y), bounds=([0.25, 0.0, -np.inf], [4.0, np.inf, np.inf]))
+    res = lsq_linear(a, np.ones_like(y), bounds=([0.25, 0.0, 0.0], [4.0, np.inf, np.inf]))
     scale, per_op, offset = (float(v) for v in res.x)
     return scale, per_op, offset
 
