@@ -47,7 +47,7 @@ FORWARD = {**BASE, "score": "entropy", "score_settings": {"resolution": 32}, "po
 LATENCY = {**BASE, "score": "entropy-analytic", "resolution": 128, "budgets": {"layers": 91, "latency_ms": 5000},
            "latency": {"runs": 2, "warmup": 0}, "population": 8, "iterations": 16, "generation": 8}
 NSGA2 = {**ANALYTIC, "sampler": "nsga2", "objectives": ["flops"], "population": 16, "iterations": 160}
-LONG = {**ANALYTIC, "population": 64, "iterations": 2_000_000, "checkpoint_every": 4096}
+LONG = {**ANALYTIC, "population": 64, "iterations": 1_000_000, "checkpoint_every": 4096}  # the service limit
 TINY = {"population": 4, "iterations": 8, "generation": 4}  # hostile specs, should any be accepted and run
 
 

@@ -51,7 +51,8 @@ def test_large_structure_search_stays_bounded(kind: str, databases: Any, spawn: 
     streamed from a file, and the bytes charged to the tenant."""
     db = databases.new(kind)
     page_cap = 256 * 1024
-    env = base_env(db, tmp_path / "artifacts", max_body_bytes=2_000_000, max_page_bytes=page_cap)
+    env = base_env(db, tmp_path / "artifacts", max_body_bytes=2_000_000, max_page_bytes=page_cap,
+                   max_blocks=4096, max_units=8192)  # a 2,005-block structure: over the default admission limits
     server = spawn(env)
     doc = large_space_doc(2000)
     with server.client(key_for(env, "big")) as c:

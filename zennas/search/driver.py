@@ -278,8 +278,13 @@ class Search:
             latency_ms=self.budgets.latency_ms if self.latency_term is not None else None)
         self._latency_at = self.evaluator.names.index("latency_ms") if self.latency_term is not None else None
         assert self.neck is None or self.evaluator.score_index == SCORE_AT
+        # a closed-form score without a term of the evaluator (a score added with register_score) is
+        # computed by its own scorer, in the driver
+        self._plain_scorer = None
         if self.driver_scored and spec.score not in ("entropy-analytic", NECK_SCORE):  # validates their settings
-            make_scorer(spec.score, **dict(spec.score_settings))
+            scorer = make_scorer(spec.score, **dict(spec.score_settings))
+            if self.evaluator.score_index is None:
+                self._plain_scorer = scorer
         self.mutator = Mutator(self.space, budget_layers=self.budgets.layers, height=spec.height, width=spec.width)
         self._rows: list[TrialRow] = []  # trial rows not yet written to the store
         self._block_json: dict[Block, str] = {}
@@ -382,7 +387,7 @@ class Search:
     def _evaluate(self, numbers: range, candidates: list[Structure]) -> list[TrialRecord]:
         """Budgets first (in the driver, from the cost terms); the closed-form score in the driver;
         forward-pass scores and latency of the candidates within budget on the backend."""
-        evaluate, score_of = self.evaluator, self.evaluator.score
+        evaluate = self.evaluator
         in_driver = self.driver_scored and not self.needs_latency
         records: list[TrialRecord] = []
         to_backend: list[int] = []
@@ -397,7 +402,7 @@ class Search:
             if reason is not None:
                 records.append(TrialRecord(number, s, e, "rejected", reason, None, lat))
             elif in_driver:
-                records.append(TrialRecord(number, s, e, "complete", None, score_of(e), lat, attempts=1))
+                records.append(TrialRecord(number, s, e, "complete", None, self._driver_score(e, s), lat, attempts=1))
             else:
                 to_backend.append(len(records))
                 records.append(TrialRecord(number, s, e, "complete", None, None, lat))
@@ -409,7 +414,7 @@ class Search:
                 r = records[i]
                 score = None
                 if res["state"] == "complete":
-                    score = score_of(r.evaluation) if self.driver_scored else res["score"]
+                    score = self._driver_score(r.evaluation, r.structure) if self.driver_scored else res["score"]
                 records[i] = r._replace(state=res["state"], reason=res.get("reason"), score=score,
                                         latency_ms=r.latency_ms if lat_at is not None else res.get("latency_ms"),
                                         worker=res.get("worker"),
@@ -488,14 +493,20 @@ class Search:
         self._rows = []
 
     # -- helpers ------------------------------------------------------------------------------
+    def _driver_score(self, e: Evaluation, s: Structure) -> float:
+        """A closed-form score: from the evaluator's score term, else from the score's own scorer."""
+        if self._plain_scorer is not None:
+            return float(self._plain_scorer(s).score)
+        return self.evaluator.score(e)
+
     def _score_start(self) -> float:
         if self.driver_scored and not self.needs_latency:
-            return self.evaluator.score(self.evaluator(self.start))
+            return self._driver_score(self.evaluator(self.start), self.start)
         assert self.backend is not None
         rec = self.backend.evaluate([self._task(-1, self.start, score=not self.driver_scored)])[0]
         if rec["state"] != "complete":
             raise SpecError(f"the start structure could not be evaluated: {rec['reason']}", field="start")
-        return rec["score"] if not self.driver_scored else self.evaluator.score(self.evaluator(self.start))
+        return rec["score"] if not self.driver_scored else self._driver_score(self.evaluator(self.start), self.start)
 
     def _task(self, number: int, s: Structure, *, score: bool) -> dict[str, Any]:
         spec = self.spec
