@@ -692,6 +692,9 @@ class Search:
         """For the closed-form entropy score: the bound on what the space holds under the budgets."""
         if self.spec.score != "entropy-analytic":
             return None
+        if self.budgets.scope == "detector":  # the programme counts the backbone alone: no valid certificate
+            return {"available": False, "reason": "the bound counts the backbone alone; this search's budgets "
+                    "count the whole detector (budgets.scope = detector)"}
         from zennas.search.bound import certificate
 
         weights = self.spec.score_settings.get("stage_weights", self.space.stage_weights)
