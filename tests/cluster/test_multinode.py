@@ -125,8 +125,10 @@ def test_cli_search_on_the_cluster_matches_local(cluster: LocalRayCluster, tmp_p
     trials = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
     assert sorted(t["number"] for t in trials) == list(range(48))
     scored = [t for t in trials if t["state"] == "complete"]
-    # the head has no CPUs: every candidate ran on a worker node, and both of them took a share
-    assert {node_of(t["worker"]) for t in scored} == {n.node_id[:8] for n in cluster.workers if n.node_id}, \
+    # the head has no CPUs: every candidate ran on a worker node (which ones take a share of 48 trials
+    # depends on Ray's scheduling and the machine's load: seen both and one)
+    ran_on = {node_of(t["worker"]) for t in scored}
+    assert ran_on and ran_on <= {n.node_id[:8] for n in cluster.workers if n.node_id}, \
         (took, sorted({t["worker"] for t in scored}))
 
 
