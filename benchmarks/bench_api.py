@@ -261,6 +261,20 @@ async def poll(url: str, jid: str, pollers: int, seconds: float, interval: float
             "server_ms": 1000 * (s1 - s0) / max(1.0, n1 - n0), "cpu_ms": 1000 * (cpu1 - cpu0) / max(1, len(ms))}
 
 
+async def paced_phase(server: Server, jid: str, args: argparse.Namespace, results: dict[str, Any],
+                      label: str) -> None:
+    """The paced pollers on job ``jid``, without and with If-None-Match: one table, results by name."""
+    rows = []
+    for name, etag in ((f"every {args.interval:g} s, {label}", False),
+                       (f"every {args.interval:g} s, {label}, If-None-Match", True)):
+        res = await poll(server.url, jid, args.pollers, args.seconds, args.interval, etag, server.proc.pid)
+        results[name] = res
+        rows.append([name, res["n"], res["rps"], res["p50"], res["p90"], res["p99"], res["max"],
+                     f"{100 * res['codes'].get(304, 0) / max(1, res['n']):.0f}%", res["errors"],
+                     res["server_ms"], res["cpu_ms"]])
+    table(COLUMNS, rows)
+
+
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench_api-") as tmp:
         server = Server(Path(tmp), args.database_url, dict(kv.split("=", 1) for kv in args.set), args.auth)
@@ -312,15 +326,7 @@ async def run(args: argparse.Namespace) -> None:
                     await asyncio.sleep(0.05)
             print(f"\nthe search meanwhile: {rate:,.0f} candidates/s (entropy-analytic, in the dispatcher)")
             section("d. the same pollers with no search running (the job is finished: its ETag no longer changes)")
-            rows = []
-            for name, etag in ((f"every {args.interval:g} s, idle", False),
-                               (f"every {args.interval:g} s, idle, If-None-Match", True)):
-                res = await poll(server.url, jid, args.pollers, args.seconds, args.interval, etag, server.proc.pid)
-                results[name] = res
-                rows.append([name, res["n"], res["rps"], res["p50"], res["p90"], res["p99"], res["max"],
-                             f"{100 * res['codes'].get(304, 0) / max(1, res['n']):.0f}%", res["errors"],
-                             res["server_ms"], res["cpu_ms"]])
-            table(COLUMNS, rows)
+            await paced_phase(server, jid, args, results, "idle")
             section(f"e. the same pollers while a forward-pass search (entropy at {args.forward_resolution}x"
                     f"{args.forward_resolution}) runs on the embedded Ray")
             forward = {**FORWARD, "score_settings": {"resolution": args.forward_resolution}}
@@ -340,15 +346,7 @@ async def run(args: argparse.Namespace) -> None:
                 print(f"first evaluated candidates {time.perf_counter() - t_sub:.1f} s after submission "
                       "(embedded Ray start-up included)")
                 ev0, t0 = j["progress"]["evaluated"], time.perf_counter()
-            rows = []
-            for name, etag in ((f"every {args.interval:g} s, forward search", False),
-                               (f"every {args.interval:g} s, forward search, If-None-Match", True)):
-                res = await poll(server.url, fid, args.pollers, args.seconds, args.interval, etag, server.proc.pid)
-                results[name] = res
-                rows.append([name, res["n"], res["rps"], res["p50"], res["p90"], res["p99"], res["max"],
-                             f"{100 * res['codes'].get(304, 0) / max(1, res['n']):.0f}%", res["errors"],
-                             res["server_ms"], res["cpu_ms"]])
-            table(COLUMNS, rows)
+            await paced_phase(server, fid, args, results, "forward search")
             async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=AUTH) as c:
                 j = (await c.get(f"/v1/searches/{fid}")).json()
                 frate = (j["progress"]["evaluated"] - ev0) / (time.perf_counter() - t0)
