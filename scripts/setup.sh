@@ -43,8 +43,8 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
     || echo "setup: could not install chromium; the console's browser tests will be skipped (log: $LOG)" >&2
 fi
 
-step "check the installation" .venv/bin/python -c "import zennas, torch, optuna, ray, mmcv, mmdet"
-.venv/bin/python -c "import zennas, torch, mmcv, mmdet, ray; print('installed: zennas', zennas.__version__, '| torch', torch.__version__, '| mmcv', mmcv.__version__, '| mmdet', mmdet.__version__, '| ray', ray.__version__)"
+# the check of the installation: one import of everything (set -e stops the set-up if one fails)
+.venv/bin/python -c "import zennas, torch, optuna, mmcv, mmdet, ray; print('installed: zennas', zennas.__version__, '| torch', torch.__version__, '| mmcv', mmcv.__version__, '| mmdet', mmdet.__version__, '| ray', ray.__version__)"
 echo "set-up done in $(( SECONDS / 60 )) min $(( SECONDS % 60 )) s; full log: $LOG"
 
 if [ "${ZENNAS_SETUP_NO_RUN:-0}" != "1" ]; then
