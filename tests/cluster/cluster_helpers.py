@@ -42,10 +42,28 @@ ROOT = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
+_HANDED_OUT: set[int] = set()  # every port this process gave a node: never given twice
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports. Each is held bound until all are picked, and none that this
+    process handed out before is handed out again: ports closed one by one may come back from the
+    kernel at once, and two Ray components of one node given the same port make ``ray start`` fail
+    ("trying to use a port number ... that is used by other components")."""
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        while len(ports) < n:
+            s = stack.enter_context(socket.socket())
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+            if port not in _HANDED_OUT:
+                ports.append(port)
+                _HANDED_OUT.add(port)
+        return ports
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
 
 
 @dataclass
@@ -97,11 +115,11 @@ class LocalRayCluster:
 
     # -- nodes ---------------------------------------------------------------------------------
     def _start(self, name: str, args: list[str], num_cpus: int) -> Node:
-        nm_port = free_port()
+        nm_port, om_port, agent_port, agent_grpc_port, env_port, metrics_port = free_ports(6)
         ports = [
-            f"--node-manager-port={nm_port}", f"--object-manager-port={free_port()}",
-            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
+            f"--node-manager-port={nm_port}", f"--object-manager-port={om_port}",
+            f"--dashboard-agent-listen-port={agent_port}", f"--dashboard-agent-grpc-port={agent_grpc_port}",
+            f"--runtime-env-agent-port={env_port}", f"--metrics-export-port={metrics_port}",
             "--min-worker-port=0", "--max-worker-port=0",
         ]
         # a temp dir per node: nodes starting at once in one dir pick the same socket names
