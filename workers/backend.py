@@ -406,6 +406,11 @@ class RayBackend:
             out.append(rec)
         return out
 
+    def parallelism(self, resource: str | None = None) -> int:
+        """How many tasks routed to ``resource`` (None: any node) run at once: the actors of its pool
+        (started on first use). A latency verification measures this many candidates per wave."""
+        return len(self._pool(resource).slots)
+
     def workers(self) -> list[dict[str, Any]]:
         """The ping answers of the started actors (node, pid, versions, evaluations at start)."""
         return [dict(s.info, resource=p.resource) for p in self._pools.values() for s in p.slots if s.info]

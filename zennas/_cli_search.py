@@ -139,6 +139,7 @@ def search(
     budget_latency_ms: Annotated[str | None, typer.Option(help="latency budget in ms: predicted by --latency-profile, else measured on the workers; 'none' removes the space's default")] = None,
     latency_profile: Annotated[Path | None, typer.Option(help="device latency profile (zennas profile build): predict each candidate's latency, verify the top-k on the device")] = None,
     verify_top_k: Annotated[int, typer.Option(help="with --latency-profile: top candidates measured on the device at the end")] = 8,
+    verify: Annotated[str, typer.Option(help="with --latency-profile: until-met (stop once a candidate meets the budget: the same winner) | all (measure all top-k)")] = "until-met",
     latency_resource: Annotated[str | None, typer.Option(help="Ray resource label of the latency-measuring nodes")] = None,
     population: Annotated[int, typer.Option(help="population size")] = 256,
     iterations: Annotated[int, typer.Option(help="candidates to evaluate")] = 100_000,
@@ -198,7 +199,7 @@ def search(
         objectives=tuple(objective or ["flops"]), seed=seed,
         start=load_structure(start) if start is not None else None,
         latency=LatencySpec(resource=latency_resource, profile=str(latency_profile) if latency_profile else None,
-                            verify_top_k=verify_top_k),
+                            verify_top_k=verify_top_k, verify=verify),
     )
     db = checkpoint if checkpoint is not None else (out / "search.db" if out is not None else None)
     # no database given: no trial history is kept (the search holds none in memory either)
@@ -264,16 +265,23 @@ def search(
         print(f"  wrote {out}/structure.json, structure.txt, search.json, trials.jsonl")
 
 
+def _verdict(c: dict[str, Any]) -> str:
+    if c.get("skipped"):
+        return "not measured (a better-ranked candidate met the budget)"
+    return "ok" if c["meets_budget"] else "over"
+
+
 def _print_verification(lat: dict[str, Any]) -> None:
     p = lat["profile"]
     print(f"  latency predicted by {p['ref']} ({p['runtime']}, {p['threads']} thread(s), batch {p['batch']}); "
-          f"top {len(lat['candidates'])} measured on the device in {lat['seconds']:.1f} s:")
+          f"{lat.get('measured', len(lat['candidates']))} of the top {len(lat['candidates'])} measured on the device "
+          f"in {lat['seconds']:.1f} s:")
     print("     #  trial      score  predicted ms  measured ms   error  budget")
     for c in lat["candidates"]:
         m = "-" if c["measured_ms"] is None else f"{c['measured_ms']:.3f}"
         e = "" if c["error"] is None else f"{100 * c['error']:+.1f}%"
         mark = " <- winner" if c["rank"] == lat["winner"] else ""
         print(f"    {c['rank']:2d} {c['number']:6d} {c['score']:10.3f} {c['predicted_ms']:13.3f} {m:>12} "
-              f"{e:>7}  {'ok' if c['meets_budget'] else 'over'}{mark}")
+              f"{e:>7}  {_verdict(c)}{mark}")
     for w in lat["warnings"]:
         print(f"  warning: {w}")

@@ -116,6 +116,31 @@ def test_interpolation_is_exact_on_grid_points(ort_profile: Path) -> None:
     assert lo <= mid <= hi  # type: ignore[operator]
 
 
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_log_grid_equals_scipys_interpolator(dims: int) -> None:
+    """The predictor's one-point interpolation is scipy's RegularGridInterpolator (linear in the logs,
+    extrapolating outside the grid), inside, on and outside the grid, on random tables."""
+    import random
+
+    import numpy as np
+    from scipy.interpolate import RegularGridInterpolator
+
+    from zennas.latency.predict import LogGrid
+
+    rng = random.Random(dims)
+    axes = tuple(tuple(sorted(rng.sample(range(4, 2048), rng.randint(2, 6)))) for _ in range(dims))
+    values = tuple(rng.uniform(0.01, 50.0) for _ in range(math.prod(len(a) for a in axes)))
+    grid = LogGrid(axes, values)
+    ref = RegularGridInterpolator(tuple(np.log(np.asarray(a, dtype=float)) for a in axes),
+                                  np.log(np.asarray(values)).reshape([len(a) for a in axes]),
+                                  method="linear", bounds_error=False, fill_value=None)
+    points = [tuple(rng.choice(a) for a in axes) for _ in range(50)]  # on grid points
+    points += [tuple(rng.randint(1, 4096) for _ in axes) for _ in range(300)]  # between and outside
+    for pt in points:
+        want = float(ref([[math.log(c) for c in pt]])[0])
+        assert math.isclose(grid(pt), want, rel_tol=1e-12, abs_tol=1e-12), (pt, grid(pt), want)
+
+
 def test_torch_profile_builds_and_predicts(tmp_path: Path) -> None:
     out = tmp_path / "torch.json"
     spec = BuildSpec(runtime="torch", space="giraffe-s2d", **SMALL)  # type: ignore[arg-type]
@@ -257,6 +282,49 @@ def test_latency_budgeted_search_verifies_its_winner(ort_profile: Path) -> None:
     assert scores == sorted(scores, reverse=True)
     assert result.summary()["latency"]["profile"]["checksum"] == moved.checksum
     assert any("differs" in w and "cpu" in w for w in lat["warnings"]), lat["warnings"]
+
+
+def test_verification_stops_once_the_winner_is_known(ort_profile: Path) -> None:
+    """``latency.verify = "until-met"`` measures in rank order, a wave at a time, and stops after the
+    first wave holding a candidate that meets the budget: the same winner as measuring all k, fewer
+    measurements; the unmeasured candidates are reported as skipped."""
+    from zennas.search import Budgets, Search
+    from zennas.search.task import LocalBackend
+    from zennas.search.verify import verify
+
+    prof = load_profile(ort_profile)
+    # loose (timings on a loaded 2-core machine run 1.5x over the table): some candidate must meet it
+    budget = 3.0 * Predictor(prof).predict(get_space("detection-k1kxk1").start)
+    full = Search(_spec(budgets=Budgets(latency_ms=budget),
+                        latency={"verify_top_k": 4, "verify": "all"}), profile=prof).run()  # type: ignore[arg-type]
+    lat_all = full.latency
+    assert lat_all is not None and lat_all["measured"] == len(lat_all["candidates"]) >= 3
+    assert not any(c["skipped"] for c in lat_all["candidates"])
+    quick = Search(_spec(budgets=Budgets(latency_ms=budget),
+                         latency={"verify_top_k": 4}), profile=prof).run()  # type: ignore[arg-type]
+    lat = quick.latency
+    assert lat is not None and lat["verify"] == "until-met" and lat["winner"] is not None
+    # the same search: the same top-k, in the same rank order
+    assert [c["structure"] for c in lat["candidates"]] == [c["structure"] for c in lat_all["candidates"]]
+    # measured up to the winner and no further; every better-ranked one measured and over the budget
+    assert lat["measured"] == lat["winner"] + 1
+    assert all(not c["skipped"] and not c["meets_budget"] for c in lat["candidates"][:lat["winner"]])
+    assert all(c["skipped"] and c["measured_ms"] is None for c in lat["candidates"][lat["measured"]:])
+
+    class TwoAtOnce(LocalBackend):  # a backend that measures two at once: waves of two
+        def parallelism(self, resource: str | None = None) -> int:
+            return 2
+
+    cands = [(c["number"], c["score"], Structure.from_dict(c["structure"]), c["predicted_ms"])
+             for c in lat_all["candidates"]]
+    rec = verify(cands, prof, budget, TwoAtOnce(threads=None), runs=2, warmup=1, resource=None)
+    assert rec["winner"] is not None
+    assert rec["measured"] == min(len(cands), 2 * (rec["winner"] // 2 + 1))  # whole waves, up to the winner's
+    from zennas.errors import SpecError
+
+    with pytest.raises(SpecError) as bad:
+        _spec(latency={"verify": "some"})
+    assert bad.value.field == "latency.verify"
 
 
 def test_search_fails_clearly_when_no_candidate_meets_the_budget_measured(ort_profile: Path) -> None:

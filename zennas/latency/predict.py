@@ -2,10 +2,12 @@
 overhead fitted when the profile was built.
 
 Between grid points an op's latency is interpolated linearly in log(latency) over log(channels)
-(``scipy.interpolate.RegularGridInterpolator``, as TinyNAS's OpPredictor interpolates on its table),
-which is exact on grid points and follows the power law ``latency ~ cin * cout`` of a conv whose
-efficiency changes slowly with its width; outside the grid it extrapolates linearly in the same
-logs. Lookups are cached per op and per (block, input size), and in a search :class:`LatencyTerm`
+(what ``scipy.interpolate.RegularGridInterpolator(method="linear", fill_value=None)`` computes, as
+TinyNAS's OpPredictor interpolates on its table), which is exact on grid points and follows the power
+law ``latency ~ cin * cout`` of a conv whose efficiency changes slowly with its width; outside the
+grid it extrapolates linearly in the same logs. :class:`LogGrid` restates that interpolation for one
+point at a time: a scipy call costs tens of microseconds of argument handling, which made the lookups
+of new blocks most of a latency-budgeted search's time; the tests hold it equal to scipy's. Lookups are cached per op and per (block, input size), and in a search :class:`LatencyTerm`
 is one of the evaluator's terms (cached per block and position), so a search pays the interpolation
 once per new block, like the FLOPs.
 """
@@ -13,13 +15,48 @@ once per new block, like the FLOPs.
 from __future__ import annotations
 
 import math
-from typing import Any
+from bisect import bisect_left
+from itertools import product
 
 from zennas.cost import BlockCost
 from zennas.latency.ops import Op, TableKey, block_ops, block_sizes
 from zennas.latency.profile import Profile, ProfileError
 from zennas.search.evaluate import Position, Term
 from zennas.space.structure import Block, Structure
+
+
+class LogGrid:
+    """log(value) interpolated linearly over log(point) on a rectilinear grid, extrapolated linearly
+    outside it, one point at a time: scipy's ``RegularGridInterpolator`` (linear, ``fill_value=None``)
+    restated: per axis the cell ``i`` (``searchsorted(axis, x) - 1`` clipped to the first and last
+    cells) and the unclipped fraction ``t`` along it, then the 2^d corners weighted by ``t`` / ``1 - t``."""
+
+    def __init__(self, axes: tuple[tuple[int, ...], ...], values: tuple[float, ...]) -> None:
+        self.axes = tuple(tuple(math.log(c) for c in a) for a in axes)  # >= 2 increasing points each
+        self.values = tuple(math.log(v) for v in values)  # C order over the axes
+        strides, n = [], 1
+        for a in reversed(axes):
+            strides.append(n)
+            n *= len(a)
+        self.strides = tuple(reversed(strides))
+        self.corners = tuple(product((0, 1), repeat=len(axes)))
+
+    def __call__(self, point: tuple[int, ...]) -> float:
+        """The interpolated log value at ``point`` (channels on the axes)."""
+        cells, fractions = [], []
+        for a, c in zip(self.axes, point, strict=True):
+            x = math.log(c)
+            i = min(max(bisect_left(a, x) - 1, 0), len(a) - 2)
+            cells.append(i)
+            fractions.append((x - a[i]) / (a[i + 1] - a[i]))
+        total = 0.0
+        for corner in self.corners:
+            w, at = 1.0, 0
+            for i, t, up, stride in zip(cells, fractions, corner, self.strides, strict=True):
+                w *= t if up else 1.0 - t
+                at += (i + up) * stride
+            total += w * self.values[at]
+        return total
 
 
 class Predictor:
@@ -29,21 +66,14 @@ class Predictor:
         if not profile.complete:
             raise ProfileError("the profile is not complete (a build that stopped part-way); finish it with "
                                "`zennas profile build ... --resume`", field="complete")
-        import numpy as np
-        from scipy.interpolate import RegularGridInterpolator
-
         self.profile = profile
         assert profile.overhead is not None  # a complete profile has one (validated)
         self.scale = profile.overhead.scale
         self.per_op_ms = profile.overhead.per_op_ms
         self.offset_ms = profile.overhead.offset_ms
         self.call_ms = profile.call_overhead_ms
-        self._interp: dict[TableKey, Any] = {}
-        for t in profile.tables:
-            axes = tuple(np.log(np.asarray(a, dtype=float)) for a in t.axes)
-            values = np.log(np.asarray(t.median_ms, dtype=float)).reshape([len(a) for a in t.axes])
-            self._interp[t.key] = RegularGridInterpolator(axes, values, method="linear", bounds_error=False,
-                                                          fill_value=None)
+        self._interp: dict[TableKey, LogGrid] = {t.key: LogGrid(t.axes, t.median_ms)  # type: ignore[arg-type]
+                                                 for t in profile.tables}
         self._ops: dict[Op, float] = {}
         self._blocks: dict[tuple[Block, int, int], float] = {}
 
@@ -55,7 +85,7 @@ class Predictor:
             raise ProfileError(
                 f"the profile has no table for op {op.key.label()!r}: it was built for space {p.space!r} at "
                 f"{p.height}x{p.width}; build a profile for this space and input size", field="profile")
-        return math.exp(float(f([[math.log(c) for c in op.point]])[0]))
+        return math.exp(f(op.point))
 
     def op_ms(self, op: Op) -> float:
         """The op's share of a network's latency: its table time less the runtime's empty-call cost,

@@ -668,7 +668,7 @@ class Search:
         failure: LatencyBudgetError | None = None
         try:
             rec = verify(cands, prof, self.budgets.latency_ms, backend, runs=spec.latency.runs,
-                         warmup=spec.latency.warmup, resource=spec.latency.resource)
+                         warmup=spec.latency.warmup, resource=spec.latency.resource, mode=spec.latency.verify)
         except LatencyBudgetError as e:
             failure, rec = e, e.record  # type: ignore[attr-defined]
             rec["error"] = e.message

@@ -25,6 +25,8 @@ MAX_SEED = 2**31 - 1
 
 
 BUDGET_FIELDS = ("flops", "params", "layers", "latency_ms")
+# latency.verify (predicted mode): measure the top-k in rank order until the winner is known, or all k
+VERIFY_MODES = ("until-met", "all")
 BUDGET_SCOPES = ("backbone", "detector")
 
 
@@ -65,6 +67,9 @@ class LatencySpec:
     # is then predicted from it for every candidate, and only the top ``verify_top_k`` are measured
     profile: str | None = None
     verify_top_k: int = 8  # predicted mode: distinct top candidates measured on the device at the end
+    # predicted mode: "until-met" stops measuring once a candidate meets the budget (every better-ranked
+    # one measured by then: the same winner), "all" measures all verify_top_k (zennas.search.verify)
+    verify: str = "until-met"
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,8 @@ class SearchSpec:
                       f"got {lat.resource!r}"[:200])
         if isinstance(lat.verify_top_k, bool) or not isinstance(lat.verify_top_k, int) or lat.verify_top_k < 1:
             raise bad("latency.verify_top_k", f"must be an integer >= 1, got {lat.verify_top_k!r}")
+        if lat.verify not in VERIFY_MODES:
+            raise bad("latency.verify", f"must be one of {', '.join(VERIFY_MODES)}, got {lat.verify!r}"[:200])
         if lat.profile is not None and (not isinstance(lat.profile, str) or not lat.profile.strip()):
             raise bad("latency.profile", f"must name a latency profile, got {lat.profile!r}")
         if not isinstance(self.score_settings, Mapping):

@@ -108,6 +108,10 @@ class LocalBackend:
         # threads=1 matches the Ray actors bit for bit (conv results depend on torch's thread count)
         self.runner = TaskRunner(threads=threads)
 
+    def parallelism(self, resource: str | None = None) -> int:
+        """Tasks run at once: one, in this process."""
+        return 1
+
     def evaluate(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
         for t in tasks:

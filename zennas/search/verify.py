@@ -5,6 +5,12 @@ term of the evaluator, like FLOPs). At the end the top-k distinct candidates by 
 predicted budget) are measured whole, in the profile's runtime, threads and batch, on a worker of the
 device (the evaluation backend, whose ``latency.resource`` routes the tasks to the labelled node, or
 this process); the winner is the best-scoring one whose *measured* latency meets the budget.
+
+They are measured in rank order, in waves as wide as the backend measures at once (one in this
+process). With ``latency.verify = "until-met"`` (the default) verification stops after the first
+wave that holds a candidate meeting the budget: every better-ranked candidate has been measured by
+then, so the winner is the one measuring all ``k`` would give; the rest are reported as not measured.
+``"all"`` measures every one of the ``k`` (a fuller predicted-vs-measured table, k times the time).
 """
 
 from __future__ import annotations
@@ -13,9 +19,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from zennas.errors import ZenNASError
+from zennas.errors import SpecError, ZenNASError
 from zennas.latency.profile import Fingerprint, Profile
 from zennas.search.rows import encode
+from zennas.search.spec import VERIFY_MODES
 from zennas.space.structure import Structure
 
 log = logging.getLogger(__name__)
@@ -60,6 +67,7 @@ class Verified:
     measured_p90_ms: float | None
     worker: str
     meets: bool
+    skipped: bool = False  # not measured: a better-ranked candidate met the budget ("until-met")
 
     def to_dict(self) -> dict[str, Any]:
         err = None
@@ -68,7 +76,7 @@ class Verified:
         return {"rank": self.rank, "number": self.number, "score": self.score, "predicted_ms": self.predicted_ms,
                 "measured_ms": self.measured_ms, "measured_p10_ms": self.measured_p10_ms,
                 "measured_p90_ms": self.measured_p90_ms, "error": err, "meets_budget": self.meets,
-                "worker": self.worker, "structure": self.structure.to_dict()}
+                "skipped": self.skipped, "worker": self.worker, "structure": self.structure.to_dict()}
 
 
 def measure_task(profile: Profile, s: Structure, number: int, *, runs: int, warmup: int,
@@ -82,25 +90,42 @@ def measure_task(profile: Profile, s: Structure, number: int, *, runs: int, warm
             "latency_budget_ms": None}
 
 
+def _width(backend: Any, resource: str | None) -> int:
+    """How many measurements the backend runs at once (a wave): its ``parallelism``, else 1."""
+    f = getattr(backend, "parallelism", None)
+    return max(1, int(f(resource))) if f is not None else 1
+
+
 def verify(candidates: list[tuple[int, float, Structure, float]], profile: Profile, budget_ms: float | None,
-           backend: Any, *, runs: int, warmup: int, resource: str | None) -> dict[str, Any]:
+           backend: Any, *, runs: int, warmup: int, resource: str | None, mode: str = "until-met") -> dict[str, Any]:
     """Measure ``candidates`` ((number, score, structure, predicted_ms), best score first) on ``backend``.
 
-    Returns the record the result carries: each candidate predicted vs measured, the winner's index
-    (the first that meets the budget when measured), and a warning when the measuring worker's
-    fingerprint differs from the profile's. Raises :class:`LatencyBudgetError` when none meets it."""
-    tasks = [measure_task(profile, s, n, runs=runs, warmup=warmup, resource=resource)
-             for n, _, s, _ in candidates]
-    recs = backend.evaluate(tasks) if tasks else []
+    Returns the record the result carries: each candidate predicted vs measured (or ``skipped``), the
+    winner's index (the first that meets the budget when measured), and a warning when the measuring
+    worker's fingerprint differs from the profile's. Raises :class:`LatencyBudgetError` when none meets it."""
+    if mode not in VERIFY_MODES:
+        raise SpecError(f"latency.verify must be one of {', '.join(VERIFY_MODES)}, got {mode!r}",
+                        field="latency.verify")
+    width = _width(backend, resource)
+    recs: list[dict[str, Any]] = []
+    for lo in range(0, len(candidates), width):
+        wave = candidates[lo:lo + width]
+        recs += backend.evaluate([measure_task(profile, s, n, runs=runs, warmup=warmup, resource=resource)
+                                  for n, _, s, _ in wave])
+        if mode == "until-met" and any(_meets(r, budget_ms) for r in recs[lo:]):
+            break
     rows: list[Verified] = []
     warnings: list[str] = []
-    for i, ((number, score, s, pred), rec) in enumerate(zip(candidates, recs, strict=True)):
-        ok = rec.get("state") == "complete" and rec.get("latency_ms") is not None
-        m = float(rec["latency_ms"]) if ok else None
-        if not ok:
+    for i, (number, score, s, pred) in enumerate(candidates):
+        if i >= len(recs):
+            rows.append(Verified(i, number, score, s, pred, None, None, None, "", False, skipped=True))
+            continue
+        rec = recs[i]
+        m = _measured(rec)
+        if m is None:
             warnings.append(f"candidate {i} (trial {number}) could not be measured: {rec.get('reason')}")
         rows.append(Verified(i, number, score, s, pred, m, rec.get("latency_p10_ms"), rec.get("latency_p90_ms"),
-                             str(rec.get("worker", "")), bool(m is not None and (budget_ms is None or m <= budget_ms))))
+                             str(rec.get("worker", "")), _meets(rec, budget_ms)))
         fp = rec.get("fingerprint")
         if fp:
             try:
@@ -113,8 +138,8 @@ def verify(candidates: list[tuple[int, float, Structure, float]], profile: Profi
                 if msg not in warnings:
                     warnings.append(msg)
     winner = next((r.rank for r in rows if r.meets), None)
-    out = {"mode": "predicted", "budget_ms": budget_ms, "candidates": [r.to_dict() for r in rows],
-           "winner": winner, "warnings": warnings}
+    out = {"mode": "predicted", "verify": mode, "measured": len(recs), "budget_ms": budget_ms,
+           "candidates": [r.to_dict() for r in rows], "winner": winner, "warnings": warnings}
     if winner is None and rows:
         measured = [r for r in rows if r.measured_ms is not None]
         if measured and budget_ms is not None:
@@ -129,3 +154,13 @@ def verify(candidates: list[tuple[int, float, Structure, float]], profile: Profi
         err.record = out  # type: ignore[attr-defined]
         raise err
     return out
+
+
+def _measured(rec: dict[str, Any]) -> float | None:
+    ok = rec.get("state") == "complete" and rec.get("latency_ms") is not None
+    return float(rec["latency_ms"]) if ok else None
+
+
+def _meets(rec: dict[str, Any], budget_ms: float | None) -> bool:
+    m = _measured(rec)
+    return m is not None and (budget_ms is None or m <= budget_ms)
