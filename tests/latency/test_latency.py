@@ -116,6 +116,28 @@ def test_interpolation_is_exact_on_grid_points(ort_profile: Path) -> None:
     assert lo <= mid <= hi  # type: ignore[operator]
 
 
+def test_outside_the_grid_the_edge_holds_below_and_scales_by_flops_above(ort_profile: Path) -> None:
+    """No extrapolation of a table's curve: below an axis the first point's time, above it the last
+    point's time times the op's FLOPs ratio; for every table of a real profile."""
+    p = load_profile(ort_profile)
+    pred = Predictor(p)
+    for t in p.tables:
+        first = tuple(a[0] for a in t.axes)
+        last = tuple(a[-1] for a in t.axes)
+        below = tuple(max(1, c // 4) for c in first)
+        assert pred.table_ms(Op(t.key, below)) == pred.table_ms(Op(t.key, first)), t.key
+        above = tuple(4 * c for c in last)
+        ratio = Op(t.key, above).flops() / Op(t.key, last).flops()
+        assert ratio > 1
+        assert math.isclose(pred.table_ms(Op(t.key, above)), pred.table_ms(Op(t.key, last)) * ratio,
+                            rel_tol=1e-12), t.key
+        if len(t.axes) == 2:  # one axis below, the other above: the first held, the second scaled
+            mixed = (below[0], above[1])
+            edge = (first[0], last[1])
+            want = pred.table_ms(Op(t.key, edge)) * Op(t.key, (first[0], above[1])).flops() / Op(t.key, edge).flops()
+            assert math.isclose(pred.table_ms(Op(t.key, mixed)), want, rel_tol=1e-12), t.key
+
+
 @pytest.mark.parametrize("dims", [1, 2, 3])
 def test_log_grid_equals_scipys_interpolator(dims: int) -> None:
     """The predictor's one-point interpolation is scipy's RegularGridInterpolator (linear in the logs,

@@ -4,10 +4,18 @@ overhead fitted when the profile was built.
 Between grid points an op's latency is interpolated linearly in log(latency) over log(channels)
 (what ``scipy.interpolate.RegularGridInterpolator(method="linear", fill_value=None)`` computes, as
 TinyNAS's OpPredictor interpolates on its table), which is exact on grid points and follows the power
-law ``latency ~ cin * cout`` of a conv whose efficiency changes slowly with its width; outside the
-grid it extrapolates linearly in the same logs. :class:`LogGrid` restates that interpolation for one
-point at a time: a scipy call costs tens of microseconds of argument handling, which made the lookups
-of new blocks most of a latency-budgeted search's time; the tests hold it equal to scipy's. Lookups are cached per op and per (block, input size), and in a search :class:`LatencyTerm`
+law ``latency ~ cin * cout`` of a conv whose efficiency changes slowly with its width. :class:`LogGrid`
+restates that interpolation for one point at a time: a scipy call costs tens of microseconds of
+argument handling, which made the lookups of new blocks most of a latency-budgeted search's time; the
+tests hold it equal to scipy's.
+
+Outside the grid the table's curve is not extrapolated: at small feature maps the cells are
+dominated by call overhead and timing noise, and a log-log line through two noisy neighbours,
+carried far below them, predicted a 1 ms backbone at 900-2000 ms on a loaded machine. Instead a
+channel count below an axis takes the axis' first point (an op is not predicted faster than the
+smallest one timed: an over-estimate, safe for a budget), and one above it takes the last point
+scaled by the op's FLOPs (:meth:`Op.flops`), which is how the build estimates the cells over its
+FLOPs cap. Lookups are cached per op and per (block, input size), and in a search :class:`LatencyTerm`
 is one of the evaluator's terms (cached per block and position), so a search pays the interpolation
 once per new block, like the FLOPs.
 """
@@ -32,6 +40,7 @@ class LogGrid:
     cells) and the unclipped fraction ``t`` along it, then the 2^d corners weighted by ``t`` / ``1 - t``."""
 
     def __init__(self, axes: tuple[tuple[int, ...], ...], values: tuple[float, ...]) -> None:
+        self.points = axes  # the grid's channel points per axis
         self.axes = tuple(tuple(math.log(c) for c in a) for a in axes)  # >= 2 increasing points each
         self.values = tuple(math.log(v) for v in values)  # C order over the axes
         strides, n = [], 1
@@ -85,7 +94,14 @@ class Predictor:
             raise ProfileError(
                 f"the profile has no table for op {op.key.label()!r}: it was built for space {p.space!r} at "
                 f"{p.height}x{p.width}; build a profile for this space and input size", field="profile")
-        return math.exp(f(op.point))
+        axes = f.points
+        inside = tuple(min(max(c, a[0]), a[-1]) for c, a in zip(op.point, axes, strict=True))
+        v = math.exp(f(inside))
+        if inside != op.point:
+            raised = tuple(max(c, a[0]) for c, a in zip(op.point, axes, strict=True))  # below: the first point
+            if raised != inside:  # above an axis: the last point, scaled by FLOPs
+                v *= Op(op.key, raised).flops() / Op(op.key, inside).flops()
+        return v
 
     def op_ms(self, op: Op) -> float:
         """The op's share of a network's latency: its table time less the runtime's empty-call cost,
