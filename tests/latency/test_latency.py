@@ -349,6 +349,30 @@ def test_verification_stops_once_the_winner_is_known(ort_profile: Path) -> None:
     assert bad.value.field == "latency.verify"
 
 
+def test_the_measuring_process_starts_with_the_search_and_ends_with_it(ort_profile: Path) -> None:
+    """Without a backend, the top-k are measured in a process spawned when the search starts (its
+    imports overlap the search); it is gone when the search returns, and one that died is a failed
+    measurement, not a crash."""
+    import multiprocessing as mp
+
+    from zennas.search import Budgets, Search
+    from zennas.search.task import WarmProcess
+    from zennas.search.verify import measure_task
+
+    prof = load_profile(ort_profile)
+    budget = 3.0 * Predictor(prof).predict(get_space("detection-k1kxk1").start)
+    result = Search(_spec(budgets=Budgets(latency_ms=budget), latency={"verify_top_k": 2}), profile=prof).run()  # type: ignore[arg-type]
+    lat = result.latency
+    assert lat is not None and lat["candidates"][0]["worker"] == "verifier"
+    assert not mp.active_children()
+    w = WarmProcess()
+    w._proc.kill()
+    rec = w.evaluate([measure_task(prof, get_space("detection-k1kxk1").start, 7, runs=1, warmup=0, resource=None)])
+    assert rec[0]["state"] == "failed" and "measuring process ended" in rec[0]["reason"] and rec[0]["number"] == 7
+    w.close()
+    assert not mp.active_children()
+
+
 def test_search_fails_clearly_when_no_candidate_meets_the_budget_measured(ort_profile: Path) -> None:
     """A profile that under-predicts by 10x (a legitimately built profile, re-scaled as data) lets the
     search accept candidates the device then measures over budget."""

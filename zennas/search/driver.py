@@ -39,6 +39,7 @@ from zennas.search.rows import WHOLE_BELOW, decode, encode
 from zennas.search.sampler import Evolution, RandomStructures, StructureCodec, constraints_from_attrs
 from zennas.search.spec import SearchSpec, check_feasible
 from zennas.search.store import Checkpoint, SearchStore, TrialRow
+from zennas.search.task import LocalBackend, WarmProcess
 from zennas.search.verify import LatencyBudgetError, TopK, verify
 from zennas.space.mutation import Mutator
 from zennas.space.structure import Block, Structure
@@ -291,6 +292,7 @@ class Search:
         self._writer: _StoreWriter | None = None
         # the service's evaluation limits: a candidate whose forward pass would break them is rejected
         self._admit = CandidateCheck(spec, spec.limits) if spec.limits is not None else None
+        self._verifier: WarmProcess | None = None  # predicted latency: measures the top-k (see run)
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, *, resume: bool = False) -> SearchResult:
@@ -307,12 +309,21 @@ class Search:
             if run.population is not None and run.population.best is not None:  # the start, scored
                 run.topk.offer(run.population.best[1], -1, run.population.best[0])
         self._writer = _StoreWriter(self.store) if self.store is not None else None
+        # predicted latency without a backend: the measuring process starts now, so that its imports
+        # overlap the search, and measures the top-k at the end
+        self._verifier = WarmProcess(threads=None) if self.latency_term is not None and self.backend is None \
+            else None
         try:
-            cp = self._loop(run, proposer, t_start)
+            try:
+                cp = self._loop(run, proposer, t_start)
+            finally:
+                if self._writer is not None:
+                    self._writer.close()  # the last batch is written before the result is read
+            return self._result(self._verify_latency(cp), t_start)
         finally:
-            if self._writer is not None:
-                self._writer.close()  # the last batch is written before the result is read
-        return self._result(self._verify_latency(cp), t_start)
+            if self._verifier is not None:
+                self._verifier.close()
+                self._verifier = None
 
     def _loop(self, run: _Progress, proposer: Any, t_start: float) -> Checkpoint:
         """Generations until the iterations are done or ``should_stop``; the last checkpoint."""
@@ -660,10 +671,8 @@ class Search:
         for score, number, rows in st.get("topk") or []:
             s = decode(rows)
             cands.append((number, score, s, self.latency_term.ms(s)))
-        backend = self.backend
-        if backend is None:
-            from zennas.search.task import LocalBackend
-
+        backend = self.backend or self._verifier
+        if backend is None:  # a finished search resumed: nothing ran to overlap
             backend = LocalBackend(threads=None)  # the runner sets the profile's threads itself
         failure: LatencyBudgetError | None = None
         try:

@@ -7,6 +7,8 @@ object ever crosses a process boundary.
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing as mp
 import statistics
 import time
 from typing import Any
@@ -122,3 +124,70 @@ class LocalBackend:
 
     def close(self) -> None:
         pass
+
+
+def _warm_process_main(conn: Any, threads: int | None) -> None:
+    """The :class:`WarmProcess` child: import the runtimes first (while the search runs), then run
+    the tasks it is sent, one at a time, until it is sent ``None`` or its pipe closes."""
+    import importlib
+
+    runner = TaskRunner(threads=threads)
+    for name in ("torch", "onnxruntime", "zennas.blocks", "zennas.latency.runtimes", "zennas.latency.onnx_export"):
+        with contextlib.suppress(ImportError):  # what this process is started early for; missing: at use
+            importlib.import_module(name)
+    conn.send({"ready": True})
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        conn.send(runner.run(task))
+
+
+class WarmProcess:
+    """Evaluates tasks in one spawned process that is started, and imports torch and the runtimes,
+    as soon as it is created: a latency-budgeted search creates it when it starts, so that those
+    imports (seconds) overlap the search instead of delaying the verification at its end. Tasks run
+    one at a time, while this process only waits for them, so the timing is not disturbed.
+    ``close`` ends the process (it is a daemon: it also ends with this one)."""
+
+    name = "warm-process"
+
+    def __init__(self, *, threads: int | None = None) -> None:
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_warm_process_main, args=(child, threads), daemon=True,
+                                 name="zennas-verifier")
+        self._proc.start()
+        child.close()
+        self._ready = False
+
+    def parallelism(self, resource: str | None = None) -> int:
+        return 1
+
+    def evaluate(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for t in tasks:
+            try:
+                if not self._ready:
+                    self._conn.recv()  # {"ready": True}
+                    self._ready = True
+                self._conn.send(t)
+                rec = dict(self._conn.recv())
+            except (EOFError, OSError) as e:  # the process died (e.g. out of memory): a failed evaluation
+                rec = {"number": t["number"], "state": "failed", "score": None, "latency_ms": None,
+                       "reason": f"the measuring process ended ({type(e).__name__}, exit code {self._proc.exitcode})"}
+            rec["worker"], rec["attempts"] = "verifier", 1
+            out.append(rec)
+        return out
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._conn.send(None)
+        self._proc.join(timeout=5)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(timeout=5)
+        self._conn.close()
