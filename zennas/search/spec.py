@@ -65,6 +65,9 @@ class LatencySpec:
     # is then predicted from it for every candidate, and only the top ``verify_top_k`` are measured
     profile: str | None = None
     verify_top_k: int = 8  # predicted mode: distinct top candidates measured on the device at the end
+    # the checksum of the profile the search was submitted with (the service pins it): a profile
+    # given to the search with another checksum is refused, so a resumed search predicts as it began
+    profile_checksum: str | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,10 @@ class SearchSpec:
             raise bad("latency.verify_top_k", f"must be an integer >= 1, got {lat.verify_top_k!r}")
         if lat.profile is not None and (not isinstance(lat.profile, str) or not lat.profile.strip()):
             raise bad("latency.profile", f"must name a latency profile, got {lat.profile!r}")
+        if lat.profile_checksum is not None and (lat.profile is None or not isinstance(lat.profile_checksum, str)
+                                                 or not 0 < len(lat.profile_checksum) <= 80):
+            raise bad("latency.profile_checksum", "must be the checksum of latency.profile (at most 80 characters), "
+                      f"got {lat.profile_checksum!r}"[:200])
         if not isinstance(self.score_settings, Mapping):
             raise bad("score_settings", f"must be a mapping of setting names to values, got {self.score_settings!r}")
         if self.limits is not None and not isinstance(self.limits, Limits):
