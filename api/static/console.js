@@ -239,7 +239,7 @@ function latencyTable(lat) {
       + `${fmtNum(lat.budget_ms)} ms. The result is the best-scoring one whose measured latency meets it.`),
     h('div', { class: 'table-wrap' }, h('table', { class: 'structure-table', id: 'latency-table' },
       h('caption', { class: 'visually-hidden' }, 'Predicted and measured latency of the verified candidates'),
-      h('thead', {}, h('tr', {}, ['#', 'trial', 'score', 'predicted ms', 'measured ms', 'error', 'budget']
+      h('thead', {}, h('tr', {}, ['#', 'trial', 'score', 'predicted ms', 'measured ms', 'prediction error', 'budget']
         .map((t) => h('th', { scope: 'col' }, t)))),
       h('tbody', {}, rows))),
     ...(lat.warnings || []).map((w) => h('p', { class: 'muted' }, `Warning: ${w}`)));
@@ -401,7 +401,8 @@ function renderJob(initial) {
       h('span', {}, `Iteration ${fmtInt(done)} / ${fmtInt(total)} (${Math.round(pct)}%)`),
       h('span', {}, `${fmtNum(progress.candidates_per_s || 0, 3)} candidates/s`),
       h('span', {}, FINISHED.has(job.state) ? `finished: ${job.state}` : `ETA ${fmtDuration(eta)}`),
-      h('span', {}, `best ${fmtNum(progress.best_score ?? (job.result && job.result.best && job.result.best.score))}`),
+      // the result's best once there is one: a latency-verified winner need not be the evolution's best
+      h('span', {}, `best ${fmtNum(job.result && job.result.best ? job.result.best.score : progress.best_score)}`),
       ...(job.result && Number.isFinite(job.result.bound)
         ? [h('span', { title: 'no structure the search can reach under the budgets scores more (optimality certificate)' },
           `bound ${fmtNum(job.result.bound, 6)}: best ${fmtNum(job.result.gap_pct, 3)} % below`

@@ -368,6 +368,7 @@ def test_nsga2_job_page_draws_the_pareto_front(service: Service, browser: Any) -
 def test_latency_profiles_and_the_verified_candidates(service: Service, browser: Any) -> None:
     """The tenant's profiles are listed; a latency-verified search shows predicted vs measured."""
     pytest.importorskip("scipy")
+    from zennas.cost import costs
     from zennas.latency import BuildSpec, Predictor, build_profile
     from zennas.space.space import get_space
 
@@ -378,9 +379,13 @@ def test_latency_profiles_and_the_verified_candidates(service: Service, browser:
                                    network_runs=5, clock="cpu"))
     with service.client("a") as c:
         assert c.post("/v1/profiles", json={"name": "cpu-tiny", "profile": prof.to_dict()}).status_code == 201
-    budget = 2.0 * Predictor(prof).predict(get_space("giraffe-s2d").start)  # room for the measured winner
+    # FLOPs and layers capped at the start's, the latency budget twice its prediction: room for the
+    # measured winner on a loaded machine (tests/api/test_profile_search.py's body() says why)
+    start = get_space("giraffe-s2d").start
+    c = costs(start, 64, 64)
+    budgets = {"latency_ms": 2.0 * Predictor(prof).predict(start), "flops": c.flops, "layers": c.layers}
     jid = service.submit("a", space="giraffe-s2d", resolution=64, population=16, iterations=320,
-                         budgets={"latency_ms": budget}, latency={"profile": "cpu-tiny", "verify_top_k": 3})
+                         budgets=budgets, latency={"profile": "cpu-tiny", "verify_top_k": 3})
     job = service.wait("a", jid)
     assert job["state"] == "succeeded", job
     lat = job["result"]["latency"]
@@ -399,6 +404,8 @@ def test_latency_profiles_and_the_verified_candidates(service: Service, browser:
     expect(rows).to_have_count(len(lat["candidates"]))
     expect(page.locator("#latency-table tr.winner")).to_have_count(1)
     expect(page.locator("#latency-table tr.winner")).to_contain_text("meets (result)")
+    winner = lat["candidates"][lat["winner"]]
+    expect(page.locator("#latency-table tr.winner")).to_contain_text(str(winner["number"]))
     expect(page.locator("#latency-panel")).to_contain_text("cpu-tiny")
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / "console-latency-1280x900.png"), full_page=True)
