@@ -302,3 +302,20 @@ def test_predicted_latency_is_an_evaluator_term_that_rejects_before_scoring(ort_
     assert ev.total(e2, "latency_ms") == pytest.approx(pred.predict(wide), rel=1e-9)
     assert ev.total(e2, "latency_ms") > 1.2 * start_ms and e2.reason == "latency_ms"
     assert not search.needs_latency and search.backend is None  # predicted in the driver: no backend
+
+
+def test_a_profile_other_than_the_one_submitted_is_refused(ort_profile: Path) -> None:
+    """The service pins the checksum of the profile a search was submitted with (latency.profile_checksum):
+    a profile with another checksum is refused, the pinned one is used."""
+    from zennas.errors import SpecError
+    from zennas.search import Search
+
+    p = load_profile(ort_profile)
+    with pytest.raises(ProfileError) as e:
+        Search(_spec(latency={"profile": "cpu1", "profile_checksum": "sha256:" + "0" * 64}), profile=p)  # type: ignore[arg-type]
+    assert e.value.field == "latency.profile" and "submitted with" in e.value.message
+    s = Search(_spec(latency={"profile": "cpu1", "profile_checksum": p.checksum}), profile=p)  # type: ignore[arg-type]
+    assert s.profile is p
+    with pytest.raises(SpecError) as e2:
+        _spec(latency={"profile_checksum": p.checksum})  # a checksum without a profile
+    assert e2.value.field == "latency.profile_checksum"
