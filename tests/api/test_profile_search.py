@@ -76,6 +76,13 @@ def test_latency_budgeted_search_over_rest(service: Any, profile_doc: dict[str, 
         assert json.loads(z.read("search.json"))["latency"] == lat
         report = z.read("report.html").decode()
         assert "Latency on the device" in report and f"{winner['measured_ms']:.4g}" in report
+        # the job's copy of the profile goes with it
+        pinned = sa.text("SELECT count(*) FROM search_profiles WHERE search_id = :i")
+        with service.db().connect() as conn:
+            assert conn.execute(pinned, {"i": job["id"]}).scalar() == 1
+        assert a.delete(f"/v1/searches/{job['id']}").status_code == 204
+        with service.db().connect() as conn:
+            assert conn.execute(pinned, {"i": job["id"]}).scalar() == 0
 
 
 @pytest.mark.timeout(120)
