@@ -319,3 +319,23 @@ def test_a_profile_other_than_the_one_submitted_is_refused(ort_profile: Path) ->
     with pytest.raises(SpecError) as e2:
         _spec(latency={"profile_checksum": p.checksum})  # a checksum without a profile
     assert e2.value.field == "latency.profile_checksum"
+
+
+def test_the_verification_runs_no_measurement_over_the_services_limits(ort_profile: Path) -> None:
+    """With the service's evaluation limits in the spec, a top candidate whose forward pass would break
+    them is not measured (predicted mode runs no other forward pass the limits could refuse)."""
+    import dataclasses as dc
+
+    from zennas.admission import Limits
+    from zennas.search import Budgets, Search
+    from zennas.search.verify import LatencyBudgetError
+
+    prof = load_profile(ort_profile)
+    # no latency budget: every measured candidate "meets" it, so only the limits decide (not the timings)
+    spec = _spec(budgets=Budgets(removed=("latency_ms",)), latency={"verify_top_k": 2})
+    tiny = dc.replace(spec, limits=Limits(gmacs=1e-6))  # type: ignore[type-var]  # no candidate fits 1e3 MACs
+    with pytest.raises(LatencyBudgetError) as e:
+        Search(tiny, profile=prof).run()  # type: ignore[arg-type]
+    assert "could not be measured" in e.value.message and "over this service's compute limit" in e.value.message
+    result = Search(dc.replace(spec, limits=Limits()), profile=prof).run()  # type: ignore[type-var,arg-type]
+    assert result.latency is not None and all(c["measured_ms"] for c in result.latency["candidates"])

@@ -665,6 +665,9 @@ class Search:
             from zennas.search.task import LocalBackend
 
             backend = LocalBackend(threads=None)  # the runner sets the profile's threads itself
+        if self._admit is not None:  # the service's evaluation limits: a measurement that breaks them is not run
+            admit = self._admit
+            backend = _Admitted(backend, [admit(s, score=False, latency=True) for _, _, s, _ in cands])
         failure: LatencyBudgetError | None = None
         try:
             rec = verify(cands, prof, self.budgets.latency_ms, backend, runs=spec.latency.runs,
@@ -700,6 +703,25 @@ class Search:
         weights = self.spec.score_settings.get("stage_weights", self.space.stage_weights)
         return certificate(self.space, self.start, budgets=self.budgets, height=self.spec.height,
                            width=self.spec.width, weights=weights, sampler=self.spec.sampler, best_score=best_score)
+
+
+class _Admitted:
+    """A backend that runs only the tasks the service's limits admit; the others come back rejected,
+    naming the limit (``refused[i]``: the reason for task i, or None to run it)."""
+
+    def __init__(self, backend: EvaluationBackend, refused: list[str | None]) -> None:
+        self.backend, self.refused = backend, refused
+        self.name = getattr(backend, "name", "backend")
+
+    def evaluate(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        run = [t for t, r in zip(tasks, self.refused, strict=True) if r is None]
+        done = iter(self.backend.evaluate(run) if run else [])
+        return [next(done) if r is None else {"number": t["number"], "state": "rejected",
+                                                "reason": f"over this service's {r} limit for one evaluation"}
+                for t, r in zip(tasks, self.refused, strict=True)]
+
+    def close(self) -> None:  # the wrapped backend is closed by its owner
+        pass
 
 
 def latency_term(spec: SearchSpec, space: Any, start: Structure, budgets: Any, profile: Any) -> tuple[Any, Any]:
