@@ -36,6 +36,14 @@ jobs = sa.Table(
     sa.UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency"),
 )
 
+search_profiles = sa.Table(  # the latency profile a search was submitted with, pinned to it (see queue.create)
+    "search_profiles",
+    metadata,
+    sa.Column("search_id", sa.String(32), primary_key=True),  # jobs.id
+    sa.Column("checksum", sa.String(80), nullable=False),  # = the job spec's latency.profile_checksum
+    sa.Column("document", sa.Text, nullable=False),  # the profile document, JSON, as it was at submission
+)
+
 api_keys = sa.Table(
     "api_keys",
     metadata,

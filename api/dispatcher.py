@@ -14,6 +14,7 @@ touches ``$ZENNAS_DISPATCHER_BEAT`` (a file) every iteration: the supervisor's r
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -34,7 +35,7 @@ from zennas_api.queue import Job, JobQueue
 from zennas_api.settings import Settings
 from zennas_api.storage import charge
 
-from zennas.errors import ZenNASError
+from zennas.errors import SpecError, ZenNASError
 from zennas.search import Search, SearchSpec, SearchStore
 from zennas.search.store import Checkpoint
 
@@ -153,6 +154,19 @@ class Dispatcher:
             return None
         return self.ray.backend()
 
+    def pinned_profile(self, jid: str, spec: SearchSpec) -> Any:
+        """The latency profile pinned to the job at submission (None without one). Never a file: the
+        spec's ``latency.profile`` is a name here, and a job whose copy is missing fails."""
+        if spec.latency.profile is None:
+            return None
+        from zennas.latency.profile import profile_from_dict
+
+        pinned = self.queue.pinned_profile(jid)
+        if pinned is None:
+            raise SpecError(f"the latency profile {spec.latency.profile!r} this search was submitted with is not "
+                            "stored with it; submit the search again", field="latency.profile")
+        return profile_from_dict(json.loads(pinned[1]))  # its checksum verified (and the search's, by the search)
+
     def beat(self) -> None:
         """Tell the supervisor this loop is alive (at most once a second)."""
         now = time.time()
@@ -180,7 +194,8 @@ class Dispatcher:
         try:
             spec = SearchSpec.from_dict(job.spec)
             search = Search(spec, search_id=job.id, store=self.store, backend=self.backend_for(spec),
-                            progress=progress, should_stop=should_stop, progress_interval=0.25)
+                            progress=progress, should_stop=should_stop, progress_interval=0.25,
+                            profile=self.pinned_profile(job.id, spec))
             result = search.run(resume=True)
             if search.stopped:
                 if entry["cancel"]:

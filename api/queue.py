@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from zennas_api.db import jobs
+from zennas_api.db import jobs, search_profiles
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -87,12 +87,15 @@ class JobQueue:
 
     # -- submission ----------------------------------------------------------------------------
     def create(self, tenant: str, spec: dict[str, Any], *, idempotency_key: str | None = None,
-               max_queued: int | None = None, storage: tuple[int, int] | None = None) -> tuple[Job, bool]:
+               max_queued: int | None = None, storage: tuple[int, int] | None = None,
+               profile: tuple[str, str] | None = None) -> tuple[Job, bool]:
         """Store a new queued job; returns (job, created). A repeated Idempotency-Key returns the
         tenant's existing job, provided the spec is the same (else :class:`QueueLimit`, 422).
         ``storage``: (the search's estimated bytes, the tenant's quota), checked against what the
         tenant's searches hold now (429 naming ``storage``; 422 naming ``iterations`` when the search
-        alone could never fit)."""
+        alone could never fit). ``profile``: (checksum, document) of the latency profile the search
+        predicts with, pinned to the job in the same transaction (the job holds its bytes), so the
+        search and any resume of it use that document whatever happens to the tenant's profiles."""
         if idempotency_key is not None:
             existing = self._by_key(tenant, idempotency_key)
             if existing is not None:
@@ -121,7 +124,10 @@ class JobQueue:
             try:
                 c.execute(jobs.insert().values(
                     id=jid, tenant=tenant, state="queued", spec=json.dumps(spec), created_at=now, updated_at=now,
-                    attempts=0, progress_seq=0, cancel_requested=False, idempotency_key=idempotency_key))
+                    attempts=0, progress_seq=0, cancel_requested=False, idempotency_key=idempotency_key,
+                    stored_bytes=len(profile[1]) if profile is not None else 0))
+                if profile is not None:
+                    c.execute(search_profiles.insert().values(search_id=jid, checksum=profile[0], document=profile[1]))
             except sa.exc.IntegrityError:
                 pass
         if idempotency_key is not None:
@@ -159,6 +165,13 @@ class JobQueue:
         """The job's raw row (JSON columns still text), or None: for reads that may need no parsing."""
         with self.engine.connect() as c:
             return c.execute(_GET_ROW, {"id": jid, "tenant": tenant}).first()
+
+    def pinned_profile(self, jid: str) -> tuple[str, str] | None:
+        """(checksum, document) of the latency profile pinned to the job at submission, or None."""
+        t = search_profiles
+        with self.engine.connect() as c:
+            row = c.execute(sa.select(t.c.checksum, t.c.document).where(t.c.search_id == jid)).first()
+        return None if row is None else (row[0], row[1])
 
     def list(self, tenant: str, *, state: str | None = None, cursor: str | None = None,
              limit: int = 50) -> tuple[list[Job], str | None]:
@@ -207,6 +220,7 @@ class JobQueue:
                 c.execute(search_trials.delete().where(search_trials.c.search_id == jid))
                 c.execute(search_structures.delete().where(search_structures.c.search_id == jid))
                 c.execute(search_checkpoints.delete().where(search_checkpoints.c.search_id == jid))
+                c.execute(search_profiles.delete().where(search_profiles.c.search_id == jid))
         return bool(n)
 
     def expired(self, older_than: float) -> list[str]:

@@ -53,7 +53,9 @@ class DetectorIn(BaseModel):
 
 
 class LatencyIn(BaseModel):
-    """How latency is measured for a latency budget or objective (on the evaluating Ray worker)."""
+    """How latency is measured for a latency budget or objective (on the evaluating Ray worker), or
+    predicted from one of your stored latency profiles (``profile``; the top candidates are then
+    measured at the end)."""
 
     model_config = ConfigDict(extra="forbid")
     batch: int = Field(1, ge=1, le=256)
@@ -61,6 +63,13 @@ class LatencyIn(BaseModel):
     warmup: int = Field(2, ge=0, le=100)
     resource: str | None = Field(None, max_length=100, description="Ray resource label of the target hardware's nodes")
     threads: int = Field(1, ge=1, le=256)
+    profile: str | None = Field(None, max_length=200, description="the name of one of your stored latency profiles "
+                                "(GET /v1/profiles): each candidate's latency is predicted from it")
+    verify_top_k: int = Field(8, ge=1, le=64, description="with a profile: the distinct top candidates measured on "
+                              "the device at the end (the result is the best whose measured latency meets the budget)")
+    verify: str = Field(  # checked by the spec (zennas.search.spec.VERIFY_MODES): a 422 naming latency.verify
+        "until-met", max_length=16, description="with a profile: measure the top candidates in rank order until one meets the "
+                                 "budget (the same winner, fewer measurements), or all of them")
 
 
 class SearchCreate(BaseModel):

@@ -365,6 +365,32 @@ def _certificate_rows(summary: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
+def _latency_table(lat: Mapping[str, Any] | None) -> str:
+    """Predicted vs measured latency of the top candidates a latency-profile search verified on the device."""
+    if not lat or not lat.get("candidates"):
+        return ""
+    p = lat.get("profile") or {}
+    head = (f"<h2>Latency on the device</h2><p>Predicted by the profile <code>{_esc(p.get('ref', '?'))}</code> "
+            f"({_esc(p.get('runtime', '?'))}, {_esc(p.get('threads', '?'))} thread(s), batch {_esc(p.get('batch', '?'))}); "
+            f"the top {len(lat['candidates'])} candidates measured in {_num(lat.get('seconds'), 3)} s, budget "
+            f"{_num(lat.get('budget_ms'))} ms. The result is the best-scoring one whose measured latency meets it.</p>"
+            "<table class='latency'><thead><tr>" + "".join(f"<th scope='col'>{h}</th>" for h in (
+                "#", "trial", "score", "predicted ms", "measured ms", "p10–p90 ms", "error", "budget"))
+            + "</tr></thead><tbody>")
+    rows = []
+    for c in lat["candidates"]:
+        err = "–" if c.get("error") is None else f"{100 * c['error']:+.1f} %"
+        spread = "–" if c.get("measured_p10_ms") is None else \
+            f"{c['measured_p10_ms']:.3f}–{c.get('measured_p90_ms') or 0.0:.3f}"
+        mark = " (result)" if c.get("rank") == lat.get("winner") else ""
+        rows.append(f"<tr><td class='n'>{_esc(c.get('rank'))}</td><td class='n'>{_esc(c.get('number'))}</td>"
+                    f"<td class='n'>{_num(c.get('score'))}</td><td class='n'>{_num(c.get('predicted_ms'))}</td>"
+                    f"<td class='n'>{_num(c.get('measured_ms'))}</td><td class='n'>{_esc(spread)}</td>"
+                    f"<td class='n'>{_esc(err)}</td><td>{'meets' if c.get('meets_budget') else 'over'}{mark}</td></tr>")
+    warn = "".join(f"<p class='muted'>warning: {_esc(w)}</p>" for w in lat.get("warnings") or [])
+    return head + "".join(rows) + "</tbody></table>" + warn
+
+
 def render_report(summary: dict[str, Any], trials: list[dict[str, Any]] | None = None, *,
                   title: str | None = None) -> str:
     """One self-contained HTML document (plots as embedded PNGs) for a search summary."""
@@ -412,6 +438,7 @@ def render_report(summary: dict[str, Any], trials: list[dict[str, Any]] | None =
                   ("population", spec.get("population", "–")), ("iterations", spec.get("iterations", "–")),
                   ("seed", spec.get("seed", "–")),
                   ("budgets", ", ".join(f"{k} {_num(v)}" for k, v in budgets.items() if v is not None) or "space defaults")]),
+             _latency_table(summary.get("latency")),
              "<h2>Plots</h2>"]
     for heading, uri, caption in figures:
         if uri is None:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from zennas_api.deps import PrincipalDep
 from zennas_api.problems import Problem
 
+from zennas.errors import SpecError
 from zennas.latency.profile import MAX_BYTES, Profile, ProfileError, profile_from_dict
 from zennas.search.store import metadata
 
@@ -113,6 +114,21 @@ def load_stored(engine: sa.Engine, tenant: str, name: str) -> Profile | None:
     with engine.connect() as c:
         doc = c.execute(sa.select(t.c.document).where(t.c.tenant == tenant, t.c.name == name)).scalar()
     return None if doc is None else profile_from_dict(json.loads(doc))
+
+
+def profile_for_search(engine: sa.Engine, tenant: str, name: str) -> Profile:
+    """The stored profile a search of ``tenant`` names in ``latency.profile``. Only a name: the service
+    never reads a file path. Another tenant's profile is as unknown as one that does not exist."""
+    if not NAME.match(name):
+        raise SpecError(f"latency.profile must be the name of one of your stored profiles (GET /v1/profiles; "
+                        f"letters, digits, '.', '_', '-'), got {name!r}"[:300]
+                        + "; the service reads no file paths: upload the profile (POST /v1/profiles)",
+                        field="latency.profile")
+    p = load_stored(engine, tenant, name)
+    if p is None:
+        raise SpecError(f"you have no latency profile named {name!r} (GET /v1/profiles lists yours; "
+                        "upload one with POST /v1/profiles)", field="latency.profile")
+    return p
 
 
 @router.get("/{name}", response_model=ProfilePublic, responses={404: {"description": "not found"}})

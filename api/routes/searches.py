@@ -16,13 +16,15 @@ from zennas_api.bundle import ensure_bundle, remove_artifacts, zip_bundle
 from zennas_api.deps import PrincipalDep, QueueDep, SettingsDep
 from zennas_api.problems import Problem
 from zennas_api.queue import FINISHED, STATES, Job, encode_cursor, etag
+from zennas_api.routes.profiles import profile_for_search
 from zennas_api.schemas import BudgetsIn, SearchCreate, SearchList, SearchPublic
 
 from zennas.admission import admit_spec
 from zennas.detector import DetectorSettings
 from zennas.errors import SpecError, StructureError
+from zennas.latency.profile import Profile
 from zennas.search import SearchSpec, check_feasible
-from zennas.search.driver import PROGRESS_SCHEMA
+from zennas.search.driver import PROGRESS_SCHEMA, latency_term
 from zennas.search.spec import BUDGET_FIELDS, Budgets, LatencySpec
 from zennas.search.store import SearchStore
 from zennas.space.formats import parse_structure, structure_from_obj
@@ -98,8 +100,9 @@ def public(job: Job, request: Request) -> SearchPublic:
                         links=links)
 
 
-def to_spec(body: SearchCreate, settings: SettingsDep) -> SearchSpec:
-    """Validate everything a search needs before anything is stored (no half-jobs)."""
+def to_spec(body: SearchCreate, settings: SettingsDep, profile: Profile | None = None) -> SearchSpec:
+    """Validate everything a search needs before anything is stored (no half-jobs). ``profile``: the
+    stored profile ``latency.profile`` names (its checksum is pinned in the spec)."""
     h = body.height or body.resolution or 480
     w = body.width or body.resolution or h
     start = None
@@ -121,12 +124,15 @@ def to_spec(body: SearchCreate, settings: SettingsDep) -> SearchSpec:
         space_doc=body.space_doc, score=body.score, score_settings=dict(body.score_settings), height=h, width=w,
         budgets=_budgets(body.budgets), population=body.population, iterations=body.iterations,
         generation=body.generation, checkpoint_every=body.checkpoint_every, sampler=body.sampler,
-        latency=LatencySpec(**body.latency.model_dump()),
+        latency=LatencySpec(**body.latency.model_dump(),
+                            profile_checksum=profile.checksum if profile is not None else None),
         objectives=tuple(body.objectives), seed=body.seed, start=start, limits=settings.limits,
         detector=DetectorSettings.from_dict(body.detector.model_dump(exclude_none=True))
         if body.detector is not None else None)
     admit_spec(spec, settings.limits)  # score settings, sizes, and the start's forward passes: before it is stored
-    check_feasible(spec)
+    space = check_feasible(spec)
+    if profile is not None:  # the search's own check: space, input size, batch; a budget the prediction can meet
+        latency_term(spec, space, spec.start_structure(space), spec.effective_budgets(space), profile)
     return spec
 
 
@@ -159,10 +165,15 @@ _LINKS = {name: {"operationId": op, "parameters": {"search_id": "$response.body#
 def create_search(body: SearchCreate, request: Request, response: Response, queue: QueueDep,
                   principal: PrincipalDep, settings: SettingsDep,
                   idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> SearchPublic:
-    spec = to_spec(body, settings)
+    profile = None
+    if body.latency.profile is not None:
+        profile = profile_for_search(request.app.state.engine, principal.tenant, body.latency.profile)
+    spec = to_spec(body, settings, profile)
+    pinned = (profile.checksum, profile.to_json()) if profile is not None else None  # the search keeps this copy
+    need = storage.estimate(spec) + (len(pinned[1]) if pinned is not None else 0)
     job, created = queue.create(principal.tenant, spec.to_dict(), idempotency_key=idempotency_key,
                                 max_queued=settings.max_queued_per_tenant,
-                                storage=(storage.estimate(spec), settings.max_storage_per_tenant))
+                                storage=(need, settings.max_storage_per_tenant), profile=pinned)
     response.headers["Location"] = link(request, "get_search", search_id=job.id)
     if not created:
         response.headers["Idempotent-Replayed"] = "true"

@@ -181,7 +181,70 @@ async function newView() {
   }
 }
 
+// -- latency profiles ----------------------------------------------------------------------------
+async function profilesView() {
+  markNav('profiles');
+  setTitle('Latency profiles');
+  const body = h('div', { id: 'profiles', 'aria-busy': 'true' }, h('p', { class: 'muted' }, 'Loading profiles…'));
+  show(h('h1', {}, 'Latency profiles'),
+    h('p', { class: 'muted' }, 'Device latency profiles of this tenant. Build one on the target machine with ',
+      h('code', {}, 'zennas profile build'), ', upload it with ', h('code', {}, 'POST /v1/profiles'),
+      ', and name it in a search\'s latency.profile with a latency budget.'), body);
+  let items;
+  try {
+    items = (await api('/v1/profiles')).items;
+  } catch (e) {
+    clear(body).append(problemNotice(e));
+    return;
+  }
+  body.setAttribute('aria-busy', 'false');
+  if (!items.length) {
+    clear(body).append(h('p', { class: 'empty' }, 'No profiles yet.'));
+    return;
+  }
+  const row = (p) => {
+    const sm = p.summary || {};
+    const fp = sm.fingerprint || {};
+    const res = sm.resolution || [];
+    return h('tr', { 'data-name': p.name },
+      h('th', { scope: 'row', 'data-label': 'Name' }, h('code', {}, p.name)),
+      h('td', { 'data-label': 'Runtime' }, `${sm.runtime || '–'}, ${sm.threads ?? '–'} thread(s), ${sm.precision || ''}`),
+      h('td', { 'data-label': 'Space' }, sm.space || '–'),
+      h('td', { 'data-label': 'Input' }, `${res[0] ?? '–'}×${res[1] ?? '–'}, batch ${sm.batch ?? '–'}`),
+      h('td', { 'data-label': 'Cells', class: 'num' }, fmtInt(sm.cells)),
+      h('td', { 'data-label': 'Measured on' }, `${fp.cpu || '–'} (${fp.cores ?? '?'} cores)`),
+      h('td', { 'data-label': 'Checksum' }, h('code', { title: p.checksum }, String(p.checksum || '').slice(0, 19))),
+      h('td', { 'data-label': 'Uploaded' }, h('time', { datetime: isoTime(p.created_at) }, fmtAge(p.created_at))));
+  };
+  clear(body).append(h('div', { class: 'table-wrap' }, h('table', { class: 'jobs', id: 'profiles-table' },
+    h('caption', {}, `${items.length} profile${items.length === 1 ? '' : 's'} of tenant ${session.tenant}`),
+    h('thead', {}, h('tr', {}, ['Name', 'Runtime', 'Space', 'Input', 'Cells', 'Measured on', 'Checksum', 'Uploaded']
+      .map((t) => h('th', { scope: 'col' }, t)))),
+    h('tbody', {}, items.map(row)))));
+}
+
 // -- one search ----------------------------------------------------------------------------------
+// predicted vs measured latency of the top candidates a latency-profile search verified on the device
+function latencyTable(lat) {
+  const p = lat.profile || {};
+  const rows = (lat.candidates || []).map((c) => h('tr', { class: c.rank === lat.winner ? 'winner' : null },
+    h('td', {}, c.rank), h('td', {}, c.number), h('td', { class: 'num' }, fmtNum(c.score)),
+    h('td', { class: 'num' }, fmtNum(c.predicted_ms)), h('td', { class: 'num' }, fmtNum(c.measured_ms)),
+    h('td', { class: 'num' }, c.error === null || c.error === undefined ? '–' : `${(100 * c.error).toFixed(1)} %`),
+    h('td', {}, (c.meets_budget ? 'meets' : 'over') + (c.rank === lat.winner ? ' (result)' : ''))));
+  return h('section', { class: 'panel', 'aria-labelledby': 'latency-h', id: 'latency-panel' },
+    h('h2', { id: 'latency-h' }, 'Latency on the device'),
+    h('p', { class: 'muted' }, `Predicted by profile ${p.ref || '?'} (${p.runtime || '?'}, ${p.threads ?? '?'} thread(s), `
+      + `batch ${p.batch ?? '?'}); the top ${rows.length} candidates measured in ${fmtNum(lat.seconds, 3)} s against a budget of `
+      + `${fmtNum(lat.budget_ms)} ms. The result is the best-scoring one whose measured latency meets it.`),
+    h('div', { class: 'table-wrap' }, h('table', { class: 'structure-table', id: 'latency-table' },
+      h('caption', { class: 'visually-hidden' }, 'Predicted and measured latency of the verified candidates'),
+      h('thead', {}, h('tr', {}, ['#', 'trial', 'score', 'predicted ms', 'measured ms', 'prediction error', 'budget']
+        .map((t) => h('th', { scope: 'col' }, t)))),
+      h('tbody', {}, rows))),
+    ...(lat.warnings || []).map((w) => h('p', { class: 'muted' }, `Warning: ${w}`)));
+}
+
 function fact(label, value, attrs = {}) {
   return h('div', {}, h('dt', {}, label), h('dd', attrs, value));
 }
@@ -246,6 +309,7 @@ function renderJob(initial) {
   const backboneNote = h('p', { class: 'muted', id: 'backbone-note' });
   const backboneTable = h('details', {}, h('summary', {}, 'Blocks as a table'));
   const downloads = h('div', { class: 'downloads', id: 'downloads' });
+  const latencyBox = h('div', { id: 'latency' });
 
   const b = spec.budgets || {};
   const facts = h('dl', { class: 'facts' },
@@ -291,6 +355,7 @@ function renderJob(initial) {
         h('figcaption', {}, 'One bar per block from input (top) to output: length ~ output channels, thickness ~ depth (layers). '
           + 'Brackets on the right are the stages C1…C5; the orange ones (C3–C5) are the feature maps the detection neck takes.')),
       backboneTable),
+    latencyBox,
     h('section', { class: 'panel', 'aria-labelledby': 'downloads-h' },
       h('h2', { id: 'downloads-h' }, 'Downloads'), downloads));
 
@@ -336,7 +401,8 @@ function renderJob(initial) {
       h('span', {}, `Iteration ${fmtInt(done)} / ${fmtInt(total)} (${Math.round(pct)}%)`),
       h('span', {}, `${fmtNum(progress.candidates_per_s || 0, 3)} candidates/s`),
       h('span', {}, FINISHED.has(job.state) ? `finished: ${job.state}` : `ETA ${fmtDuration(eta)}`),
-      h('span', {}, `best ${fmtNum(progress.best_score ?? (job.result && job.result.best && job.result.best.score))}`),
+      // the result's best once there is one: a latency-verified winner need not be the evolution's best
+      h('span', {}, `best ${fmtNum(job.result && job.result.best ? job.result.best.score : progress.best_score)}`),
       ...(job.result && Number.isFinite(job.result.bound)
         ? [h('span', { title: 'no structure the search can reach under the budgets scores more (optimality certificate)' },
           `bound ${fmtNum(job.result.bound, 6)}: best ${fmtNum(job.result.gap_pct, 3)} % below`
@@ -365,6 +431,8 @@ function renderJob(initial) {
     }
     drawCharts();
     renderDownloads();
+    const lat = job.result && job.result.latency;
+    if (lat && lat.candidates && !latencyBox.firstChild) latencyBox.append(latencyTable(lat));
   }
 
   let downloadsFor = null;
@@ -458,6 +526,7 @@ function route() {
   const m = hash.match(/^#\/searches\/([^/?#]+)$/);
   if (m) return jobView(decodeURIComponent(m[1]));
   if (hash === '#/new') return newView();
+  if (hash === '#/profiles') return profilesView();
   return listView();
 }
 

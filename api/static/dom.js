@@ -80,7 +80,7 @@ export function budgetsText(b) {
   if (b.flops) parts.push(`FLOPs ${fmtNum(b.flops)}`);
   if (b.params) parts.push(`params ${fmtNum(b.params)}`);
   if (b.layers) parts.push(`layers ${b.layers}`);
-  if (b.latency_ms) parts.push(`latency ${b.latency_ms} ms`);
+  if (b.latency_ms) parts.push(`latency ${fmtNum(b.latency_ms)} ms`);
   return parts.length ? parts.join(' · ') : 'space defaults';
 }
 

@@ -15,17 +15,6 @@ pytest.importorskip("scipy")
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def profile_doc(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A real profile, built here (torch eager, the S2D space at 64x64, a coarse grid: a few seconds)."""
-    from zennas.latency import BuildSpec, build_profile
-
-    p = build_profile(BuildSpec(runtime="torch", space="giraffe-s2d", height=64, width=64, grid_ratio=4.0,
-                                plan_samples=20, calibration=3, warmup=1, min_runs=2, max_runs=2, min_time_s=0.0,
-                                network_runs=2))
-    return p.to_dict()
-
-
 @pytest.mark.timeout(180)
 def test_upload_list_read_and_tenant_isolation(service: Any, profile_doc: dict[str, Any]) -> None:
     name = "cpu-" + uuid.uuid4().hex[:8]

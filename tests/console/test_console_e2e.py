@@ -1,6 +1,7 @@
 """The web console in a real headless browser (Debian's chromium driven by Playwright) against a real
 ``zennas serve`` process: sign in, start a search from the form, follow it live, download its
-bundle, field-level errors, tenant isolation, cancel, the NSGA-II Pareto plot, and screenshots of
+bundle, field-level errors, tenant isolation, cancel, the NSGA-II Pareto plot, latency profiles and a
+latency-verified search's predicted-vs-measured table, and screenshots of
 the job page at desktop and phone widths (written to ``test-artifacts/``, not committed).
 """
 
@@ -359,6 +360,55 @@ def test_nsga2_job_page_draws_the_pareto_front(service: Service, browser: Any) -
     expect(page.locator("#pareto-chart svg")).to_contain_text(f"chosen #{chosen['number']}")
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / "console-nsga2-1280x900.png"), full_page=True)
+    assert _console_errors(ui.errors) == []
+    ui.close()
+
+
+@pytest.mark.timeout(300)
+def test_latency_profiles_and_the_verified_candidates(service: Service, browser: Any) -> None:
+    """The tenant's profiles are listed; a latency-verified search shows predicted vs measured."""
+    pytest.importorskip("scipy")
+    from zennas.cost import costs
+    from zennas.latency import BuildSpec, Predictor, build_profile
+    from zennas.space.space import get_space
+
+    # a real profile, tiny (torch eager, the S2D space at 64x64, a coarse grid, the CPU clock: ~8 s;
+    # the settings of tests/api/conftest.py's profile_doc, which says why)
+    prof = build_profile(BuildSpec(runtime="torch", space="giraffe-s2d", height=64, width=64, grid_ratio=4.0,
+                                   plan_samples=20, calibration=6, warmup=1, min_runs=5, max_runs=5, min_time_s=0.0,
+                                   network_runs=5, clock="cpu"))
+    with service.client("a") as c:
+        assert c.post("/v1/profiles", json={"name": "cpu-tiny", "profile": prof.to_dict()}).status_code == 201
+    # FLOPs and layers capped at the start's, the latency budget twice its prediction: room for the
+    # measured winner on a loaded machine (tests/api/test_profile_search.py's body() says why)
+    start = get_space("giraffe-s2d").start
+    c = costs(start, 64, 64)
+    budgets = {"latency_ms": 2.0 * Predictor(prof).predict(start), "flops": c.flops, "layers": c.layers}
+    jid = service.submit("a", space="giraffe-s2d", resolution=64, population=16, iterations=320,
+                         budgets=budgets, latency={"profile": "cpu-tiny", "verify_top_k": 3})
+    job = service.wait("a", jid)
+    assert job["state"] == "succeeded", job
+    lat = job["result"]["latency"]
+    ui = Page(browser, service)
+    page = ui.page
+    ui.sign_in("a")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Latency profiles").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Latency profiles")
+    row = page.locator("#profiles-table tr[data-name='cpu-tiny']")
+    expect(row).to_contain_text("torch")
+    expect(row).to_contain_text("giraffe-s2d")
+    expect(row).to_contain_text("64×64, batch 1")
+    page.goto(f"{service.url}/#/searches/{jid}")
+    expect(page.locator("#job-state [data-state]")).to_have_attribute("data-state", "succeeded")
+    rows = page.locator("#latency-table tbody tr")
+    expect(rows).to_have_count(len(lat["candidates"]))
+    expect(page.locator("#latency-table tr.winner")).to_have_count(1)
+    expect(page.locator("#latency-table tr.winner")).to_contain_text("meets (result)")
+    winner = lat["candidates"][lat["winner"]]
+    expect(page.locator("#latency-table tr.winner")).to_contain_text(str(winner["number"]))
+    expect(page.locator("#latency-panel")).to_contain_text("cpu-tiny")
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "console-latency-1280x900.png"), full_page=True)
     assert _console_errors(ui.errors) == []
     ui.close()
 

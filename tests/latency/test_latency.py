@@ -416,3 +416,40 @@ def test_predicted_latency_is_an_evaluator_term_that_rejects_before_scoring(ort_
     assert ev.total(e2, "latency_ms") == pytest.approx(pred.predict(wide), rel=1e-9)
     assert ev.total(e2, "latency_ms") > 1.2 * start_ms and e2.reason == "latency_ms"
     assert not search.needs_latency and search.backend is None  # predicted in the driver: no backend
+
+
+def test_a_profile_other_than_the_one_submitted_is_refused(ort_profile: Path) -> None:
+    """The service pins the checksum of the profile a search was submitted with (latency.profile_checksum):
+    a profile with another checksum is refused, the pinned one is used."""
+    from zennas.errors import SpecError
+    from zennas.search import Search
+
+    p = load_profile(ort_profile)
+    with pytest.raises(ProfileError) as e:
+        Search(_spec(latency={"profile": "cpu1", "profile_checksum": "sha256:" + "0" * 64}), profile=p)  # type: ignore[arg-type]
+    assert e.value.field == "latency.profile" and "submitted with" in e.value.message
+    s = Search(_spec(latency={"profile": "cpu1", "profile_checksum": p.checksum}), profile=p)  # type: ignore[arg-type]
+    assert s.profile is p
+    with pytest.raises(SpecError) as e2:
+        _spec(latency={"profile_checksum": p.checksum})  # a checksum without a profile
+    assert e2.value.field == "latency.profile_checksum"
+
+
+def test_the_verification_runs_no_measurement_over_the_services_limits(ort_profile: Path) -> None:
+    """With the service's evaluation limits in the spec, a top candidate whose forward pass would break
+    them is not measured (predicted mode runs no other forward pass the limits could refuse)."""
+    import dataclasses as dc
+
+    from zennas.admission import Limits
+    from zennas.search import Budgets, Search
+    from zennas.search.verify import LatencyBudgetError
+
+    prof = load_profile(ort_profile)
+    # no latency budget: every measured candidate "meets" it, so only the limits decide (not the timings)
+    spec = _spec(budgets=Budgets(removed=("latency_ms",)), latency={"verify_top_k": 2})
+    tiny = dc.replace(spec, limits=Limits(gmacs=1e-6))  # type: ignore[type-var]  # no candidate fits 1e3 MACs
+    with pytest.raises(LatencyBudgetError) as e:
+        Search(tiny, profile=prof).run()  # type: ignore[arg-type]
+    assert "could not be measured" in e.value.message and "over this service's compute limit" in e.value.message
+    result = Search(dc.replace(spec, limits=Limits()), profile=prof).run()  # type: ignore[type-var,arg-type]
+    assert result.latency is not None and all(c["measured_ms"] for c in result.latency["candidates"])

@@ -256,7 +256,7 @@ class Search:
         self.driver_scored = not score_kind(spec.score).forward_pass
         # predicted mode: a latency profile (given, or loaded from spec.latency.profile) prices each
         # candidate in the driver, as a term of the evaluator; otherwise latency is measured on the backend
-        self.profile, self.latency_term = _latency_term(spec, self.space, self.start, self.budgets, profile)
+        self.profile, self.latency_term = latency_term(spec, self.space, self.start, self.budgets, profile)
         self.needs_latency = self.latency_term is None and (self.budgets.latency_ms is not None or (
             spec.sampler == "nsga2" and "latency" in spec.objectives))
         if (not self.driver_scored or self.needs_latency) and backend is None:
@@ -674,6 +674,9 @@ class Search:
         backend = self.backend or self._verifier
         if backend is None:  # a finished search resumed: nothing ran to overlap
             backend = LocalBackend(threads=None)  # the runner sets the profile's threads itself
+        if self._admit is not None:  # the service's evaluation limits: a measurement that breaks them is not run
+            admit = self._admit
+            backend = _Admitted(backend, {n: admit(s, score=False, latency=True) for n, _, s, _ in cands})
         failure: LatencyBudgetError | None = None
         try:
             rec = verify(cands, prof, self.budgets.latency_ms, backend, runs=spec.latency.runs,
@@ -711,15 +714,49 @@ class Search:
                            width=self.spec.width, weights=weights, sampler=self.spec.sampler, best_score=best_score)
 
 
-def _latency_term(spec: SearchSpec, space: Any, start: Structure, budgets: Any, profile: Any) -> tuple[Any, Any]:
-    """(profile, LatencyTerm) of a predicted-latency search, or (None, None) without a profile."""
+class _Admitted:
+    """A backend that runs only the tasks the service's limits admit; the others come back rejected,
+    naming the limit (``refused[n]``: the reason for the task of trial n, or None to run it). The
+    verification hands it the candidates a wave at a time, hence by trial number."""
+
+    def __init__(self, backend: EvaluationBackend, refused: dict[int, str | None]) -> None:
+        self.backend, self.refused = backend, refused
+        self.name = getattr(backend, "name", "backend")
+
+    def parallelism(self, resource: str | None = None) -> int:
+        f = getattr(self.backend, "parallelism", None)
+        return int(f(resource)) if f is not None else 1
+
+    def evaluate(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        verdicts = [self.refused.get(t["number"]) for t in tasks]
+        run = [t for t, r in zip(tasks, verdicts, strict=True) if r is None]
+        done = iter(self.backend.evaluate(run) if run else [])
+        return [next(done) if r is None else {"number": t["number"], "state": "rejected",
+                                                "reason": f"over this service's {r} limit for one evaluation"}
+                for t, r in zip(tasks, verdicts, strict=True)]
+
+    def close(self) -> None:  # the wrapped backend is closed by its owner
+        pass
+
+
+def latency_term(spec: SearchSpec, space: Any, start: Structure, budgets: Any, profile: Any) -> tuple[Any, Any]:
+    """(profile, LatencyTerm) of a predicted-latency search, or (None, None) without a profile.
+
+    The one check of a profile against a search (its space, input size and batch, the checksum the
+    search was submitted with, and a latency budget the space can meet by the prediction): the
+    search runs it, and the service runs it at submission. ``profile`` None: loaded from the file
+    ``spec.latency.profile`` names (the CLI; the service always passes the profile it pinned)."""
     if profile is None and spec.latency.profile is None:
         return None, None
     from zennas.latency.predict import LatencyTerm, Predictor
-    from zennas.latency.profile import load_profile, require_fit, space_digest
+    from zennas.latency.profile import ProfileError, load_profile, require_fit, space_digest
 
     if profile is None:
         profile = load_profile(str(spec.latency.profile))
+    want = spec.latency.profile_checksum
+    if want is not None and profile.checksum != want:
+        raise ProfileError(f"latency.profile {spec.latency.profile!r} is not the profile the search was submitted "
+                           f"with (checksum {profile.checksum}, the search has {want})", field="latency.profile")
     require_fit(profile, space=space.name, digest=space_digest(space.to_dict()), height=spec.height,
                 width=spec.width, batch=spec.latency.batch)
     term = LatencyTerm(Predictor(profile), start)

@@ -70,6 +70,9 @@ class LatencySpec:
     # predicted mode: "until-met" stops measuring once a candidate meets the budget (every better-ranked
     # one measured by then: the same winner), "all" measures all verify_top_k (zennas.search.verify)
     verify: str = "until-met"
+    # the checksum of the profile the search was submitted with (the service pins it): a profile
+    # given to the search with another checksum is refused, so a resumed search predicts as it began
+    profile_checksum: str | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,10 @@ class SearchSpec:
             raise bad("latency.verify", f"must be one of {', '.join(VERIFY_MODES)}, got {lat.verify!r}"[:200])
         if lat.profile is not None and (not isinstance(lat.profile, str) or not lat.profile.strip()):
             raise bad("latency.profile", f"must name a latency profile, got {lat.profile!r}")
+        if lat.profile_checksum is not None and (lat.profile is None or not isinstance(lat.profile_checksum, str)
+                                                 or not 0 < len(lat.profile_checksum) <= 80):
+            raise bad("latency.profile_checksum", "must be the checksum of latency.profile (at most 80 characters), "
+                      f"got {lat.profile_checksum!r}"[:200])
         if not isinstance(self.score_settings, Mapping):
             raise bad("score_settings", f"must be a mapping of setting names to values, got {self.score_settings!r}")
         if self.limits is not None and not isinstance(self.limits, Limits):
