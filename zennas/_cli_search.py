@@ -265,13 +265,9 @@ def search(
         print(f"  wrote {out}/structure.json, structure.txt, search.json, trials.jsonl")
 
 
-def _verdict(c: dict[str, Any]) -> str:
-    if c.get("skipped"):
-        return "not measured (a better-ranked candidate met the budget)"
-    return "ok" if c["meets_budget"] else "over"
-
-
 def _print_verification(lat: dict[str, Any]) -> None:
+    from zennas.search.verify import verdict
+
     p = lat["profile"]
     print(f"  latency predicted by {p['ref']} ({p['runtime']}, {p['threads']} thread(s), batch {p['batch']}); "
           f"{lat.get('measured', len(lat['candidates']))} of the top {len(lat['candidates'])} measured on the device "
@@ -282,6 +278,6 @@ def _print_verification(lat: dict[str, Any]) -> None:
         e = "" if c["error"] is None else f"{100 * c['error']:+.1f}%"
         mark = " <- winner" if c["rank"] == lat["winner"] else ""
         print(f"    {c['rank']:2d} {c['number']:6d} {c['score']:10.3f} {c['predicted_ms']:13.3f} {m:>12} "
-              f"{e:>7}  {_verdict(c)}{mark}")
+              f"{e:>7}  {verdict(c)}{mark}")
     for w in lat["warnings"]:
         print(f"  warning: {w}")

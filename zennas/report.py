@@ -372,11 +372,14 @@ def _latency_table(lat: Mapping[str, Any] | None) -> str:
     p = lat.get("profile") or {}
     head = (f"<h2>Latency on the device</h2><p>Predicted by the profile <code>{_esc(p.get('ref', '?'))}</code> "
             f"({_esc(p.get('runtime', '?'))}, {_esc(p.get('threads', '?'))} thread(s), batch {_esc(p.get('batch', '?'))}); "
-            f"the top {len(lat['candidates'])} candidates measured in {_num(lat.get('seconds'), 3)} s, budget "
+            f"{lat.get('measured', len(lat['candidates']))} of the top {len(lat['candidates'])} candidates measured "
+            f"in {_num(lat.get('seconds'), 3)} s, budget "
             f"{_num(lat.get('budget_ms'))} ms. The result is the best-scoring one whose measured latency meets it.</p>"
             "<table class='latency'><thead><tr>" + "".join(f"<th scope='col'>{h}</th>" for h in (
                 "#", "trial", "score", "predicted ms", "measured ms", "p10–p90 ms", "error", "budget"))
             + "</tr></thead><tbody>")
+    from zennas.search.verify import verdict
+
     rows = []
     for c in lat["candidates"]:
         err = "–" if c.get("error") is None else f"{100 * c['error']:+.1f} %"
@@ -386,7 +389,7 @@ def _latency_table(lat: Mapping[str, Any] | None) -> str:
         rows.append(f"<tr><td class='n'>{_esc(c.get('rank'))}</td><td class='n'>{_esc(c.get('number'))}</td>"
                     f"<td class='n'>{_num(c.get('score'))}</td><td class='n'>{_num(c.get('predicted_ms'))}</td>"
                     f"<td class='n'>{_num(c.get('measured_ms'))}</td><td class='n'>{_esc(spread)}</td>"
-                    f"<td class='n'>{_esc(err)}</td><td>{'meets' if c.get('meets_budget') else 'over'}{mark}</td></tr>")
+                    f"<td class='n'>{_esc(err)}</td><td>{verdict(c)}{mark}</td></tr>")
     warn = "".join(f"<p class='muted'>warning: {_esc(w)}</p>" for w in lat.get("warnings") or [])
     return head + "".join(rows) + "</tbody></table>" + warn
 

@@ -164,3 +164,10 @@ def _measured(rec: dict[str, Any]) -> float | None:
 def _meets(rec: dict[str, Any], budget_ms: float | None) -> bool:
     m = _measured(rec)
     return m is not None and (budget_ms is None or m <= budget_ms)
+
+
+def verdict(candidate: dict[str, Any]) -> str:
+    """What a verified candidate's row says about the budget (CLI, report)."""
+    if candidate.get("skipped"):
+        return "not measured (a better-ranked candidate met the budget)"
+    return "meets" if candidate.get("meets_budget") else "over"
