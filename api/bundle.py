@@ -21,11 +21,13 @@ import shutil
 import time
 import uuid
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from zennas.detector.settings import DEFAULT_DETECTOR, DetectorSettings, resolve_neck
 from zennas.space.formats import dumps_tinynas, structure_from_obj
+from zennas.space.structure import Structure
 
 BUNDLE_FORMAT = "zennas.bundle/1"
 Part = Callable[[dict[str, Any], dict[str, Any]], dict[str, bytes]]
@@ -49,15 +51,46 @@ def _summary(job: dict[str, Any], summary: dict[str, Any]) -> dict[str, bytes]:
 
 def _mmdet_config(job: dict[str, Any], summary: dict[str, Any]) -> dict[str, bytes]:
     try:
-        from zennas.mmdet.configs import make_config
+        text, name = config_text(summary)
     except ImportError:  # the mmdet extra is not installed: the bundle goes without a config
         return {}
+    return {f"mmdet/{name}": text.encode()}
+
+
+BUNDLE_CLASSES = 80  # the bundle's config is for COCO (its data_root is data/coco/)
+
+
+def bundle_detector(summary: dict[str, Any]) -> tuple[Structure, dict[str, Any]]:
+    """(the best structure, the :func:`zennas.mmdet.configs.make_config` detector arguments) of the
+    bundle's config: the detector the search budgeted, with the neck the structure carries (a neck
+    co-search's choice) or else the one the search budgeted; else GFL + GFPN. (A result stored before
+    structures carried their neck has the co-search's choice in its costs only.)"""
     s = structure_from_obj(summary["best"]["structure"])
-    # the detector the search budgeted (and, for a neck co-search, the neck it chose); else GFL + GFPN
     det = ((summary["best"].get("costs") or {}).get("detector") or {}).get("detector") or {}
-    kw = {k: det[k] for k in ("detector", "neck", "gfpn_depth", "gfpn_width", "neck_channels") if k in det}
-    text = make_config(s, num_classes=80, data_root="data/coco/", **kw)
-    return {f"mmdet/{kw.get('detector', 'gfl')}_{kw.get('neck', 'gfpn')}_config.py": text.encode()}
+    keys = ("detector", "neck_channels") if s.neck is not None else \
+        ("detector", "neck", "gfpn_depth", "gfpn_width", "neck_channels")
+    return s, {k: det[k] for k in keys if k in det}
+
+
+def bundle_detector_settings(summary: dict[str, Any]) -> tuple[Structure, DetectorSettings]:
+    """The bundle config's detector as :class:`DetectorSettings` (what its analytic costs and the ONNX
+    export's admission estimate read); the neck resolved by the config's own rule."""
+    s, kw = bundle_detector(summary)
+    neck, depth, width = resolve_neck(s.neck, neck=kw.get("neck"), gfpn_depth=kw.get("gfpn_depth"),
+                                      gfpn_width=kw.get("gfpn_width"))
+    return s, DetectorSettings(detector=kw.get("detector", DEFAULT_DETECTOR.detector), neck=neck, gfpn_depth=depth,
+                               gfpn_width=float(width), num_classes=BUNDLE_CLASSES,
+                               neck_channels=kw.get("neck_channels", DEFAULT_DETECTOR.neck_channels))
+
+
+def config_text(summary: dict[str, Any]) -> tuple[str, str]:
+    """(the bundle's MMDetection config, its file name under ``mmdet/``)."""
+    from zennas.mmdet.configs import make_config
+
+    s, kw = bundle_detector(summary)
+    text = make_config(s, num_classes=BUNDLE_CLASSES, data_root="data/coco/", **kw)
+    neck = s.neck.type if s.neck is not None else kw.get("neck", "gfpn")
+    return text, f"{kw.get('detector', 'gfl')}_{neck}_config.py"
 
 
 register_part("structure", _structure)
@@ -78,13 +111,30 @@ def _report(job: dict[str, Any], summary: dict[str, Any]) -> dict[str, bytes]:
 register_part("report", _report)
 
 
-def write_bundle(directory: Path, job: dict[str, Any], summary: dict[str, Any]) -> Path:
-    """Write every part's files and the manifest into ``directory`` (replacing what is there)."""
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_bundle(directory: Path, job: dict[str, Any], summary: dict[str, Any], *,
+                 extra: Mapping[str, Path] | None = None, manifest_extra: Mapping[str, Any] | None = None) -> Path:
+    """Write every part's files and the manifest into ``directory`` (replacing what is there).
+
+    ``extra``: more files, each moved in from a path (a large file is never read into memory);
+    ``manifest_extra``: more top-level manifest entries (an option's record, e.g. ``onnx``)."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = directory.with_name(f".{directory.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.mkdir()
     try:
         manifest_files: dict[str, dict[str, Any]] = {}
+        for rel, src in (extra or {}).items():
+            p = tmp / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(src, p)
+            manifest_files[rel] = {"sha256": _sha256_file(p), "bytes": p.stat().st_size}
         for name, part in _PARTS.items():
             try:
                 files = part(job, summary)
@@ -104,6 +154,7 @@ def write_bundle(directory: Path, job: dict[str, Any], summary: dict[str, Any]) 
             "seed": (summary.get("spec") or {}).get("seed"),
             "packages": summary.get("provenance", {}).get("packages"),
             "files": dict(sorted(manifest_files.items())),
+            **(manifest_extra or {}),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         _zip_path(directory).unlink(missing_ok=True)  # a zip of an older bundle
@@ -139,7 +190,7 @@ def zip_bundle(directory: Path) -> Path:
     try:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
             for p in sorted(directory.rglob("*")):
-                if p.is_file():
+                if p.is_file() and not p.name.startswith("."):  # dotfiles are the service's records
                     z.write(p, p.relative_to(directory).as_posix())  # copied in chunks, not read whole
         os.replace(tmp, out)
     finally:
@@ -147,14 +198,44 @@ def zip_bundle(directory: Path) -> Path:
     return out
 
 
+# A bundle option (``GET .../backbone?onnx=detector``) is a bundle of its own beside the plain one:
+# directory ``<artifacts>/<id><VARIANTS[option]>/``, zip beside it. Its bytes count in the tenant's
+# storage quota: charged once built, recorded in the directory's CHARGED file, released when it expires.
+VARIANTS = {"onnx-detector": "+onnx-detector"}
+CHARGED = ".charged"
+
+
+def variant_dir(artifacts_dir: Path, job_id: str, option: str) -> Path:
+    return artifacts_dir / f"{job_id}{VARIANTS[option]}"
+
+
+def variant_job(name: str) -> str | None:
+    """The job id of a variant bundle's directory name (None: not a variant's)."""
+    for suffix in VARIANTS.values():
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
 def remove_artifacts(artifacts_dir: Path, job_id: str) -> None:
-    shutil.rmtree(artifacts_dir / job_id, ignore_errors=True)
-    (artifacts_dir / f"{job_id}.zip").unlink(missing_ok=True)
+    for name in (job_id, *(job_id + suffix for suffix in VARIANTS.values())):
+        shutil.rmtree(artifacts_dir / name, ignore_errors=True)
+        (artifacts_dir / f"{name}.zip").unlink(missing_ok=True)
 
 
-def expire_artifacts(artifacts_dir: Path, ttl_seconds: float, now: float | None = None) -> list[str]:
+def charged_bytes(directory: Path) -> int:
+    """What a variant bundle was charged to its tenant (0: nothing recorded)."""
+    try:
+        return int((directory / CHARGED).read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def expire_artifacts(artifacts_dir: Path, ttl_seconds: float, now: float | None = None, *,
+                     release: Callable[[str, int], None] | None = None) -> list[str]:
     """Delete bundles (directory and zip) written more than ``ttl_seconds`` ago, and temporary files
-    left by a writer that died; returns the names removed."""
+    left by a writer that died; returns the names removed. ``release(job_id, nbytes)`` is called for
+    each variant bundle directory removed that was charged to its tenant's quota."""
     if not artifacts_dir.is_dir():
         return []
     cutoff = (time.time() if now is None else now) - ttl_seconds
@@ -173,6 +254,9 @@ def expire_artifacts(artifacts_dir: Path, ttl_seconds: float, now: float | None 
             continue
         if old:
             if p.is_dir():
+                job_id, nbytes = variant_job(p.name), charged_bytes(p)
+                if release is not None and job_id is not None and nbytes:
+                    release(job_id, nbytes)
                 shutil.rmtree(p, ignore_errors=True)
             else:
                 p.unlink(missing_ok=True)

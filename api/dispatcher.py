@@ -33,7 +33,7 @@ from zennas_api.bundle import expire_artifacts, remove_artifacts, write_bundle
 from zennas_api.db import make_engine, migrate
 from zennas_api.queue import Job, JobQueue
 from zennas_api.settings import Settings
-from zennas_api.storage import charge
+from zennas_api.storage import charge, release_artifact
 
 from zennas.errors import SpecError, ZenNASError
 from zennas.search import Search, SearchSpec, SearchStore
@@ -290,7 +290,8 @@ class Dispatcher:
     def expire(self) -> None:
         """Housekeeping: finished jobs past ``retention_days``, bundle files past ``artifact_ttl_seconds``."""
         if self.settings.artifact_ttl_seconds is not None:
-            expire_artifacts(self.settings.artifacts_dir, self.settings.artifact_ttl_seconds)
+            expire_artifacts(self.settings.artifacts_dir, self.settings.artifact_ttl_seconds,
+                             release=lambda jid, n: release_artifact(self.engine, jid, n))
         if self.settings.retention_days is None:
             return
         cutoff = time.time() - self.settings.retention_days * 86400

@@ -43,3 +43,31 @@ def charge(connection: Any, job_id: str, owner: str, nbytes: int, quota: int | N
                 f"{quota:,} (ZENNAS_MAX_STORAGE_PER_TENANT); delete finished searches and submit a smaller one",
                 field="storage")
     return True
+
+
+def check_room(engine: Any, tenant: str, need: int, quota: int | None, what: str) -> None:
+    """Refuse (429 naming ``storage``) before building an artifact of about ``need`` bytes that would take
+    the tenant over ``quota``."""
+    from zennas_api.queue import QueueLimit
+
+    if quota is None:
+        return
+    with engine.connect() as c:
+        used = tenant_bytes(c, tenant)
+    if used + need > quota:
+        raise QueueLimit(f"{what} would store about {need:,} bytes; tenant {tenant!r} holds {used:,} of this "
+                         f"service's limit of {quota:,} (ZENNAS_MAX_STORAGE_PER_TENANT); delete finished searches "
+                         "first", field="storage", status=429)
+
+
+def charge_artifact(engine: Any, job_id: str, nbytes: int) -> None:
+    """Count a built artifact's bytes (a bundle option's files) in its job's stored bytes."""
+    with engine.begin() as c:
+        c.execute(jobs.update().where(jobs.c.id == job_id).values(stored_bytes=jobs.c.stored_bytes + nbytes))
+
+
+def release_artifact(engine: Any, job_id: str, nbytes: int) -> None:
+    """Give back what :func:`charge_artifact` counted, once the artifact is deleted (never below 0)."""
+    with engine.begin() as c:
+        c.execute(jobs.update().where(jobs.c.id == job_id).values(
+            stored_bytes=sa.case((jobs.c.stored_bytes > nbytes, jobs.c.stored_bytes - nbytes), else_=0)))

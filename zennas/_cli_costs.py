@@ -15,10 +15,10 @@ import typer
 from zennas._cli_detector_options import (
     D,
     DetectorOpt,
-    GfpnDepthOpt,
-    GfpnWidthOpt,
+    FileGfpnDepthOpt,
+    FileGfpnWidthOpt,
+    FileNeckOpt,
     NeckChannelsOpt,
-    NeckOpt,
     NumClassesOpt,
 )
 
@@ -32,9 +32,9 @@ def register(app: typer.Typer) -> None:
 def costs(
     structure: Annotated[Path, typer.Argument(help="structure file: zennas JSON, TinyNAS list or ZenNAS string")],
     detector: DetectorOpt = D.detector,
-    neck: NeckOpt = D.neck,
-    gfpn_depth: GfpnDepthOpt = D.gfpn_depth,
-    gfpn_width: GfpnWidthOpt = D.gfpn_width,
+    neck: FileNeckOpt = None,
+    gfpn_depth: FileGfpnDepthOpt = None,
+    gfpn_width: FileGfpnWidthOpt = None,
     num_classes: NumClassesOpt = None,
     neck_channels: NeckChannelsOpt = D.neck_channels,
     resolution: Annotated[int | None, typer.Option(help="square input size")] = None,
@@ -43,9 +43,15 @@ def costs(
     rois: Annotated[int, typer.Option(help="faster-rcnn: RoIs per image the box head runs on")] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """FLOPs (MACs + norm/activation ops), params and conv MACs of backbone, neck, head and total."""
+    """FLOPs (MACs + norm/activation ops), params and conv MACs of backbone, neck, head and total.
+
+    The neck is the structure file's own when it carries one (as for export-mmdet)."""
     from zennas.detector import DetectorSettings, detector_costs
+    from zennas.detector.settings import resolve_neck
     from zennas.space import load_structure
+
+    s = load_structure(structure)
+    neck, gfpn_depth, gfpn_width = resolve_neck(s.neck, neck=neck, gfpn_depth=gfpn_depth, gfpn_width=gfpn_width)
 
     default_h, default_w = (DEFAULT_SCALE[1], DEFAULT_SCALE[0]) if resolution is None else (resolution, resolution)
     h = default_h if height is None else height
@@ -58,7 +64,7 @@ def costs(
         from zennas.errors import SpecError
 
         raise SpecError(f"rois must be an integer >= 1, got {rois!r}", field="rois")
-    c = detector_costs(load_structure(structure), settings, h, w, rois=rois)
+    c = detector_costs(s, settings, h, w, rois=rois)
     out = c.to_dict()
     if as_json:
         typer.echo(json.dumps(out, indent=2))

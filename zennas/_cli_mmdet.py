@@ -15,10 +15,10 @@ import typer
 from zennas._cli_detector_options import (
     D,
     DetectorOpt,
-    GfpnDepthOpt,
-    GfpnWidthOpt,
+    FileGfpnDepthOpt,
+    FileGfpnWidthOpt,
+    FileNeckOpt,
     NeckChannelsOpt,
-    NeckOpt,
     NumClassesOpt,
 )
 from zennas.errors import SpecError
@@ -112,9 +112,9 @@ def _export_detector(config: Path, out: Path, resolution: int | None, height: in
 def export_mmdet(
     structure: Annotated[Path, typer.Argument(help="structure file: zennas JSON, TinyNAS list or ZenNAS string")],
     detector: DetectorOpt = D.detector,
-    neck: NeckOpt = D.neck,
-    gfpn_depth: GfpnDepthOpt = D.gfpn_depth,
-    gfpn_width: GfpnWidthOpt = D.gfpn_width,
+    neck: FileNeckOpt = None,
+    gfpn_depth: FileGfpnDepthOpt = None,
+    gfpn_width: FileGfpnWidthOpt = None,
     num_classes: NumClassesOpt = None,
     classes: Annotated[str | None, typer.Option(help="class names a,b,c (default: read from the train annotation file)")] = None,
     data_root: Annotated[str, typer.Option(help="dataset root in COCO layout")] = "data/coco/",
@@ -130,7 +130,10 @@ def export_mmdet(
     lr: Annotated[float | None, typer.Option(help="SGD lr at a total batch of 16 (default: the base config's)")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="write the config here (default: stdout)")] = None,
 ) -> None:
-    """Write a complete MMDetection 3.x config for this backbone (trained from scratch)."""
+    """Write a complete MMDetection 3.x config for this backbone (trained from scratch).
+
+    The neck is the structure file's own when it carries one (a neck co-search's result does); a
+    --neck/--gfpn-depth/--gfpn-width that contradicts it is an error (exit 2), the same value is fine."""
     from zennas.mmdet.configs import make_config
 
     text = make_config(

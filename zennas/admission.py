@@ -515,6 +515,64 @@ def admit_spec(spec: Any, limits: Limits) -> None:
         admit_latency(start, spec.latency, spec.height, spec.width, limits, structure_field=where)
 
 
+# -- the whole detector's export (the service bundle's ONNX option) ----------------------------------
+@dataclass(frozen=True, slots=True)
+class ExportEstimate:
+    """What exporting a whole detector to ONNX and checking it in ONNX Runtime needs, before it runs."""
+
+    memory_bytes: int  # peak: weights + activations + OVERHEAD
+    weight_bytes: int  # the parameters, held 4 times at most (module, exported proto, re-loaded proto, session)
+    activation_bytes: int  # every activation of one forward pass alive at once (the tracer's bound)
+    gmacs: float  # conv MACs of one forward pass (the export and the check run a few, as a latency run)
+    file_bytes: int  # the ONNX file: float32 weights + the graph
+
+
+def estimate_detector_export(structure: Structure, settings: Any, height: int, width: int) -> ExportEstimate:
+    """Upper bounds for ``zennas.mmdet.detector_export`` of the detector ``settings`` (a
+    :class:`zennas.detector.DetectorSettings`) around ``structure`` at ``height x width``: analytic,
+    from the backbone's op shapes and the neck graph (no model is built)."""
+    from zennas.detector import detector_costs
+    from zennas.detector.cost import level_channels
+    from zennas.detector.graph import gfpn_graph
+
+    c = detector_costs(structure, settings, height, width)
+    params = int(c.total.params)
+    # backbone: every op's output alive at once (tracing keeps the graph's values), and the input
+    elems = float(structure.in_channels * height * width)
+    for op in block_ops(structure, height, width):
+        elems += 2 * op.out_elems * op.count  # the conv's output and its norm's (activations in place)
+    areas = {lv: math.ceil(height / 2**lv) * math.ceil(width / 2**lv) for lv in settings.out_levels}
+    ch = settings.neck_channels
+    if settings.neck == "gfpn":
+        inner = settings.gfpn_inner
+        widest = max(inner, *level_channels(structure, settings.in_levels))  # any input of a fusion node
+        for node in gfpn_graph(settings.gfpn_depth, settings.out_levels):
+            # the resampled inputs and their concatenation, then 1x1 and 3x3 convs with norm and activation
+            elems += areas[node.node[1]] * (2 * len(node.inputs) * widest + 4 * max(inner, ch))
+    else:
+        elems += sum(3 * 2 * ch * a for a in areas.values())  # lateral and output convs, with extras
+    # dense head per level: two towers of 4 conv + norm + activation, and the outputs
+    elems += sum(a * (2 * 4 * 3 * ch + settings.num_classes + 4 * 17 + 1) for a in areas.values())
+    act = int(FLOAT * elems * ALLOC_SLACK)
+    weights = 4 * FLOAT * params
+    return ExportEstimate(weights + act + OVERHEAD, weights, act, c.total.conv_macs / 1e9,
+                          FLOAT * params + (1 << 20))
+
+
+def admit_detector_export(est: ExportEstimate, limits: Limits, field: str = "onnx") -> None:
+    """Refuse an export whose estimate is over the service's evaluation limits (the memory of one
+    evaluation, the compute of one forward pass), naming ``field``."""
+    if est.memory_bytes > limits.memory_bytes:
+        raise AdmissionError(
+            f"exporting this detector to ONNX needs an estimated {_fmt_bytes(est.memory_bytes)} (weights "
+            f"{_fmt_bytes(est.weight_bytes)}, activations {_fmt_bytes(est.activation_bytes)}); this service's "
+            f"limit is {_fmt_bytes(limits.memory_bytes)} (ZENNAS_MAX_SCORE_MEMORY)", field=field)
+    if est.gmacs > limits.gmacs:
+        raise AdmissionError(
+            f"one forward pass of this detector needs an estimated {est.gmacs:.1f} GMACs; this service's limit "
+            f"is {limits.gmacs:g} GMACs (ZENNAS_MAX_SCORE_GMACS)", field=field)
+
+
 class CandidateCheck:
     """The search driver's per-candidate check: which limit a candidate's forward pass (its score,
     its latency run) would break, or None. Cheap: analytic shapes, no model."""

@@ -314,18 +314,31 @@ def search_trials(search_id: str, request: Request, queue: QueueDep, principal: 
     return Response(body, media_type="application/json")
 
 
-@router.get("/{search_id}/backbone", responses={200: {"content": {"application/zip": {}}}, 409: {}})
-def download_backbone(search_id: str, queue: QueueDep, principal: PrincipalDep, settings: SettingsDep,
-                      format: Annotated[str, Query(pattern="^(zip|json)$")] = "zip") -> Response:
+@router.get("/{search_id}/backbone", responses={200: {"content": {"application/zip": {}}}, 409: {},
+                                                 422: {"description": "bad option, or over the service's limits"},
+                                                 429: {"description": "over the tenant's storage quota"}})
+def download_backbone(search_id: str, request: Request, queue: QueueDep, principal: PrincipalDep,
+                      settings: SettingsDep, format: Annotated[str, Query(pattern="^(zip|json)$")] = "zip",
+                      onnx: Annotated[str | None, Query(
+                          pattern="^detector$",
+                          description="detector: add the whole detector (backbone + neck + head of the bundle's "
+                                      "config) as ONNX, raw head outputs, no NMS, with its parity check; built "
+                                      "once (seconds), then served from disk")] = None) -> Response:
     job = _load(queue, principal, search_id)
     if job.state != "succeeded" or job.result is None:
         raise Problem(409, "Conflict", f"search {search_id} is {job.state}; the backbone is ready once it succeeds",
                       field="state")
     if format == "json":
+        if onnx is not None:
+            raise Problem(422, "Invalid input", "onnx is an option of the zip bundle (format=zip)", field="onnx")
         return JSONResponse(job.result["best"]["structure"])
-    directory = ensure_bundle(settings.artifacts_dir / search_id, {"id": job.id, "tenant": job.tenant,
-                                                                   "spec": job.spec}, job.result)
-    path = zip_bundle(directory)
+    meta = {"id": job.id, "tenant": job.tenant, "spec": job.spec}
+    if onnx is not None:
+        from zennas_api.onnx_bundle import ensure_onnx_bundle
+
+        path = ensure_onnx_bundle(settings.artifacts_dir, request.app.state.engine, settings, meta, job.result)
+    else:
+        path = zip_bundle(ensure_bundle(settings.artifacts_dir / search_id, meta, job.result))
     f = path.open("rb")  # opened now: a concurrent expiry may unlink the name, not this file
 
     def chunks() -> Iterator[bytes]:
@@ -334,5 +347,5 @@ def download_backbone(search_id: str, queue: QueueDep, principal: PrincipalDep, 
                 yield chunk
 
     return StreamingResponse(chunks(), media_type="application/zip", headers={
-        "Content-Disposition": f'attachment; filename="zennas-{search_id}.zip"',
+        "Content-Disposition": f'attachment; filename="zennas-{search_id}{"-onnx" if onnx else ""}.zip"',
         "Content-Length": str(os.fstat(f.fileno()).st_size)})

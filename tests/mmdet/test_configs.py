@@ -184,3 +184,29 @@ def test_cli_export_mmdet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         main(["export-mmdet", str(tmp_path / "missing.json"), "--num-classes", "80"])
     assert e.value.code == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+def test_cli_export_mmdet_uses_the_structure_files_neck(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A neck co-search's structure file carries its neck: the config uses it without flags; a flag that
+    contradicts it is one line, exit 2, naming the flag; the same value is fine."""
+    from zennas.cli import main
+    from zennas.space.structure import Neck
+
+    structure = tmp_path / "s.json"
+    structure.write_text(START.with_neck(Neck("gfpn", 3, 0.5)).to_json())
+    base = ["export-mmdet", str(structure), "--num-classes", "80", "--data-root", str(tmp_path)]
+    for extra in ([], ["--gfpn-depth", "3", "--gfpn-width", "0.5"]):
+        out = tmp_path / "cfg.py"
+        with pytest.raises(SystemExit) as e:
+            main([*base, *extra, "--out", str(out)])
+        assert e.value.code == 0
+        cfg = mmengine_config.Config.fromfile(str(out))
+        assert cfg.model.neck.type == "GiraffeNeck"
+        assert (cfg.model.neck.depth, cfg.model.neck.width) == (3, 0.5)  # the file's, not the default 7, 0.7
+    capsys.readouterr()
+    for flag, value in (("--gfpn-depth", "7"), ("--gfpn-width", "0.7"), ("--neck", "fpn")):
+        with pytest.raises(SystemExit) as e:
+            main([*base, flag, value])
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and flag in err[0] and "contradicts" in err[0], err

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from zennas.detector import DetectorSettings, detector_costs
+from zennas.detector.settings import resolve_neck
 from zennas.errors import SpecError
 from zennas.score.neck import neck_entropy_analytic
 from zennas.search import Budgets, SearchSpec, run_search
 from zennas.search.neck import NECK_SCORE, make_neck_chooser
-from zennas.space import get_space
+from zennas.search.output import write_outputs
+from zennas.space import get_space, load_structure
+from zennas.space.structure import Neck
 
 pytest.importorskip("optuna")
 
@@ -62,7 +66,7 @@ def test_chooser_picks_the_best_feasible_neck(budget: float) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_cosearch_returns_a_detector_within_budget() -> None:
+def test_cosearch_returns_a_detector_within_budget(tmp_path: Path) -> None:
     budget = 3.0e10
     res = run_search(_spec(budget))
     det = DetectorSettings(gfpn_depth=res.best_costs["neck_choice"]["gfpn_depth"],
@@ -71,6 +75,14 @@ def test_cosearch_returns_a_detector_within_budget() -> None:
     assert total <= budget and res.best_costs["detector"]["total"]["flops"] == pytest.approx(total, rel=1e-12)
     assert res.best_score == pytest.approx(neck_entropy_analytic(res.best_structure, det).score, rel=1e-12)
     assert res.evaluated > 0
+
+    # the chosen neck travels with the structure written out: the result, its summary, --out's structure.json
+    chosen = Neck("gfpn", det.gfpn_depth, det.gfpn_width)
+    assert res.best_structure.neck == chosen
+    assert res.summary()["best"]["structure"]["neck"] == chosen.to_dict()
+    out = write_outputs(res, tmp_path / "out")
+    assert load_structure(out / "structure.json") == res.best_structure
+    assert resolve_neck(load_structure(out / "structure.json").neck) == ("gfpn", det.gfpn_depth, det.gfpn_width)
 
 
 def test_cosearch_needs_detector_scope_and_a_gfpn() -> None:

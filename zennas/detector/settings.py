@@ -25,6 +25,12 @@ def levels(two_stage: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return tuple(range(first, first + n_in)), tuple(range(first, first + NUM_LEVELS))
 
 
+def pad_divisor(neck: str) -> int:
+    """The data preprocessor's ``pad_size_divisor`` of a generated config: a GFPN fuses P3..P7 by exact
+    2x resampling, so its input is padded to a multiple of P7's stride, 128; an FPN to 32."""
+    return 128 if neck == "gfpn" else 32
+
+
 def _int(value: Any, field: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise SpecError(f"{field.replace('_', '-')} must be an integer >= {minimum}, got {value!r}", field=field)
@@ -109,3 +115,34 @@ class DetectorSettings:
 
 
 DEFAULT_DETECTOR = DetectorSettings()
+
+
+def resolve_neck(chosen: Any, *, neck: str | None = None, gfpn_depth: int | None = None,
+                 gfpn_width: float | None = None) -> tuple[str, int, float]:
+    """(neck, gfpn_depth, gfpn_width) of the detector around a structure whose file may carry the neck
+    chosen for it (``chosen``: its :class:`zennas.space.structure.Neck`, or None).
+
+    The one rule for every place that reads a structure file (``zennas export-mmdet``, ``zennas costs``,
+    the service bundle's config): a value given explicitly (not None) is used; one not given comes from
+    the file's neck, else from :class:`DetectorSettings`' defaults. An explicit value that contradicts
+    the file's neck is an error naming it (``gfpn_depth``: the CLI's ``--gfpn-depth``); repeating the
+    file's value is allowed."""
+    if chosen is None:
+        d = DEFAULT_DETECTOR
+        return (d.neck if neck is None else neck, d.gfpn_depth if gfpn_depth is None else gfpn_depth,
+                d.gfpn_width if gfpn_width is None else gfpn_width)
+    desc = (f"gfpn depth {chosen.depth} width {chosen.width:g}" if chosen.type == "gfpn" else chosen.type)
+    for name, given, have in (("neck", neck, chosen.type), ("gfpn_depth", gfpn_depth, chosen.depth),
+                              ("gfpn_width", gfpn_width, chosen.width)):
+        if given is None or given == have:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if have is None:  # a GFPN size given for a file whose neck is an FPN
+            raise SpecError(f"{flag} {given:g} does not apply: the structure file's neck is {desc}; drop {flag}",
+                            field=name)
+        shown = f"{given:g}" if isinstance(given, (int, float)) else given
+        raise SpecError(f"{flag} {shown} contradicts the structure file's neck ({desc}): drop {flag} "
+                        "or edit the file's neck", field=name)
+    d = DEFAULT_DETECTOR
+    return (chosen.type, d.gfpn_depth if chosen.depth is None else chosen.depth,
+            d.gfpn_width if chosen.width is None else chosen.width)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zennas.detector.settings import DEFAULT_DETECTOR
+from zennas.detector.settings import DEFAULT_DETECTOR, pad_divisor, resolve_neck
 from zennas.detector.settings import levels as detector_levels
 from zennas.errors import SpecError
 from zennas.space.structure import Structure
@@ -189,7 +189,7 @@ def make_config(
     structure: Any,
     *,
     detector: str = DEFAULT_DETECTOR.detector,
-    neck: str = DEFAULT_DETECTOR.neck,
+    neck: str | None = None,
     num_classes: int | None = None,
     classes: Sequence[str] | str | None = None,
     data_root: str | Path = "data/coco/",
@@ -197,8 +197,8 @@ def make_config(
     train_img: str = COCO_LAYOUT["train_img"],
     val_ann: str = COCO_LAYOUT["val_ann"],
     val_img: str = COCO_LAYOUT["val_img"],
-    gfpn_depth: int = DEFAULT_DETECTOR.gfpn_depth,
-    gfpn_width: float = DEFAULT_DETECTOR.gfpn_width,
+    gfpn_depth: int | None = None,
+    gfpn_width: float | None = None,
     neck_channels: int = DEFAULT_DETECTOR.neck_channels,
     max_epochs: int | None = None,
     img_scale: int | Sequence[int] = (1333, 800),
@@ -211,7 +211,11 @@ def make_config(
     Args:
         structure: the backbone (list of block dicts, structure dict, :class:`Structure` or file path).
         detector: ``gfl`` | ``atss`` | ``retinanet`` | ``faster-rcnn``.
-        neck: ``gfpn`` (GiraffeDet's neck; inputs padded to a multiple of 128) | ``fpn``.
+        neck: ``gfpn`` (GiraffeDet's neck; inputs padded to a multiple of 128) | ``fpn``. ``neck``,
+            ``gfpn_depth`` and ``gfpn_width`` left None come from the structure's own neck (a neck
+            co-search's structure file carries the chosen one), else the defaults (GFPN depth 7, width
+            0.7); one given that contradicts the structure's neck is an error
+            (:func:`zennas.detector.settings.resolve_neck`).
         num_classes / classes: the dataset's classes. Names are needed because CocoDataset keeps only
             categories it knows by name: without ``classes`` they are read from the training
             annotation file when it exists; ``num_classes=80`` alone means COCO itself.
@@ -230,13 +234,14 @@ def make_config(
 
     if detector not in DETECTORS:
         raise SpecError(f"detector must be one of {', '.join(DETECTORS)}, got {detector!r}", field="detector")
+    s = to_structure(structure)
+    neck, gfpn_depth, gfpn_width = resolve_neck(s.neck, neck=neck, gfpn_depth=gfpn_depth, gfpn_width=gfpn_width)
     if neck not in NECKS:
         raise SpecError(f"neck must be one of {', '.join(NECKS)}, got {neck!r}", field="neck")
     spec = DETECTORS[detector]
     base_file = mmdet_config_dir() / spec.base
     if not base_file.is_file():
         raise SpecError(f"the installed mmdet has no config {spec.base!r} to inherit", field="detector")
-    s = to_structure(structure)
     if neck == "gfpn":
         _positive_int(gfpn_depth, "gfpn_depth")
         if isinstance(gfpn_width, bool) or not isinstance(gfpn_width, (int, float)) or int(256 * gfpn_width) < 1:
@@ -268,7 +273,7 @@ def make_config(
     st = stages(s)
     in_channels = [st[i].channels for i in out_indices]
     strides = [2**lvl for lvl in out_levels]
-    pad = 128 if neck == "gfpn" else 32
+    pad = pad_divisor(neck)
 
     model: dict[str, Any] = {
         "data_preprocessor": dict(pad_size_divisor=pad),

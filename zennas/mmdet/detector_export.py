@@ -78,8 +78,10 @@ def _leaves(obj: Any) -> list[Tensor]:
     raise SpecError(f"the model's tensor-mode output holds a {type(obj).__name__}, not tensors", field="config")
 
 
-def load_detector(config: str | Path, checkpoint: str | Path | None = None) -> tuple[nn.Module, Any]:
-    """(the detector in eval mode, its mmengine Config) from a config file."""
+def load_detector(config: str | Path, checkpoint: str | Path | None = None, *, seed: int = 0) -> tuple[nn.Module, Any]:
+    """(the detector in eval mode, its mmengine Config) from a config file. Without a checkpoint its weights
+    are mmdet's initialization drawn from ``seed`` (the caller's global RNG state is left as it was), so the
+    same config and seed give the same network anywhere (the service bundle's ONNX is checked so)."""
     path = Path(config)
     if not path.is_file():
         raise SpecError(f"config file {str(path)!r} does not exist", field="config")
@@ -100,8 +102,10 @@ def load_detector(config: str | Path, checkpoint: str | Path | None = None) -> t
             "stage needs proposals from the RPN's post-processing; export the backbone instead",
             field="config",
         )
-    model = MODELS.build(cfg.model)
-    model.init_weights()
+    with torch.random.fork_rng(devices=[]):  # mmdet's initializers draw from the global generator
+        torch.manual_seed(seed)
+        model = MODELS.build(cfg.model)
+        model.init_weights()
     if checkpoint is not None:
         p = Path(checkpoint)
         if not p.is_file():
@@ -146,10 +150,13 @@ def export_detector_onnx(
     width: int | None = None,
     checkpoint: str | Path | None = None,
     opset: int = 17,
+    round_up: bool = False,
 ) -> tuple[DetectorExportResult, nn.Module, Tensor]:
     """Write the detector of ``config`` as ONNX to ``out`` (checked with ``onnx.checker``).
 
-    Returns the result, the eval-mode raw module and the example input (for :func:`check_parity`)."""
+    ``round_up``: pad a given ``height``/``width`` up to the config's ``pad_size_divisor`` (as the data
+    preprocessor pads an image of that size) instead of refusing it. Returns the result, the eval-mode
+    raw module and the example input (for :func:`check_parity`)."""
     import onnx
 
     model, cfg = load_detector(config, checkpoint)
@@ -157,6 +164,9 @@ def export_detector_onnx(
     h = height if height is not None else h0
     w = width if width is not None else w0
     pad = int(cfg.model.get("data_preprocessor", {}).get("pad_size_divisor", 1) or 1)
+    if round_up:
+        h, w = (math.ceil(v / pad) * pad if isinstance(v, int) and not isinstance(v, bool) and v > 0 else v
+                for v in (h, w))
     for name, v in (("height", h), ("width", w)):
         if isinstance(v, bool) or not isinstance(v, int) or v < pad or v % pad:
             raise SpecError(f"{name} must be a positive multiple of the config's pad_size_divisor {pad}, got {v!r}",
@@ -223,5 +233,38 @@ def check_parity(path: str | Path, raw: nn.Module, *, height: int, width: int, s
     return report
 
 
-__all__ = ["DetectorExportResult", "ParityReport", "check_parity", "config_input_size", "export_detector_onnx",
-           "load_detector"]
+def export_checked(config: str | Path, out: str | Path, *, height: int | None = None, width: int | None = None,
+                   round_up: bool = False) -> dict[str, Any]:
+    """Export (:func:`export_detector_onnx`) and check parity (:func:`check_parity`); the record as
+    plain data: the input shape, every output's name and shape, the parity figures and both latencies."""
+    r, raw, _ = export_detector_onnx(config, out, height=height, width=width, round_up=round_up)
+    rep = check_parity(r.path, raw, height=r.input_shape[2], width=r.input_shape[3])
+    return {
+        "input": {"name": "image", "shape": list(r.input_shape)},
+        "outputs": [{"name": n, "shape": list(sh)} for n, sh in zip(r.output_names, r.output_shapes, strict=True)],
+        "parity": {"max_abs_diff": rep.max_abs_diff, "relative": rep.relative, "worst_output": rep.worst_output,
+                   "tolerance": rep.tolerance, "ok": rep.ok,
+                   "measure": "max |onnxruntime - pytorch| / max |pytorch| per output, the worst output; "
+                              "one random input (seed 1)"},
+        "latency_ms": {"pytorch": rep.torch_ms, "onnxruntime": rep.onnx_ms},
+    }
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """``python -m zennas.mmdet.detector_export CONFIG OUT HEIGHT WIDTH RECORD``: :func:`export_checked`
+    (``round_up``) in a process of its own, its record written as JSON to RECORD (the service's bundle runs
+    it so, keeping torch and mmdet out of the HTTP process)."""
+    import json
+    import sys
+
+    config, out, height, width, record = sys.argv[1:] if argv is None else argv
+    rec = export_checked(config, out, height=int(height), width=int(width), round_up=True)
+    Path(record).write_text(json.dumps(rec, indent=2) + "\n")
+    return 0
+
+
+__all__ = ["DetectorExportResult", "ParityReport", "check_parity", "config_input_size", "export_checked",
+           "export_detector_onnx", "load_detector"]
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -42,7 +42,7 @@ from zennas.search.store import Checkpoint, SearchStore, TrialRow
 from zennas.search.task import LocalBackend, WarmProcess
 from zennas.search.verify import LatencyBudgetError, TopK, verify
 from zennas.space.mutation import Mutator
-from zennas.space.structure import Block, Structure
+from zennas.space.structure import Block, Neck, Structure
 
 log = logging.getLogger(__name__)
 PROGRESS_SCHEMA = "zennas.progress/1"
@@ -641,9 +641,10 @@ class Search:
         c = costs(best_s, self.spec.height, self.spec.width)
         best_costs: dict[str, Any] = {**c.to_dict(), "flops_unit": "MACs + BN/activation element ops"}
         det = self.spec.detector or self.spec.detector_settings()
-        if self.neck is not None:  # the neck chosen for the best backbone
+        if self.neck is not None:  # the neck chosen for the best backbone, carried by the structure written out
             det = self.neck.choice(best_s, self.evaluator.block_totals(best_s)).settings
             best_costs["neck_choice"] = {"gfpn_depth": det.gfpn_depth, "gfpn_width": det.gfpn_width}
+            best_s = best_s.with_neck(Neck(det.neck, det.gfpn_depth, det.gfpn_width))
         if det is not None:  # the whole detector's terms; budgets.scope says which ones the budgets counted
             best_costs["detector"] = detector_costs(best_s, det, self.spec.height, self.spec.width).to_dict()
             best_costs["budget_scope"] = self.spec.budgets.scope

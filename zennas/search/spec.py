@@ -157,6 +157,10 @@ class SearchSpec:
             raise bad("budgets.scope", f"must be one of {', '.join(BUDGET_SCOPES)}, got {b.scope!r}")
         if self.detector is not None and not isinstance(self.detector, DetectorSettings):
             raise bad("detector", f"must be detector settings, got {type(self.detector).__name__}")
+        if isinstance(self.start, Structure) and self.start.neck is not None:
+            # a warm start from a co-search's structure file: the candidates are backbones (the neck is
+            # chosen anew for each), so the file's neck is dropped
+            object.__setattr__(self, "start", self.start.with_neck(None))
         lat = self.latency
         for f in ("batch", "runs", "threads", "warmup"):
             v = getattr(lat, f)

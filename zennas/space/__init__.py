@@ -9,11 +9,12 @@ from zennas.space.formats import (
     parse_structure,
     to_tinynas,
 )
-from zennas.space.structure import FORMAT_VERSION, Block, Structure
+from zennas.space.structure import FORMAT_VERSION, Block, Neck, Structure
 
 __all__ = [
     "FORMAT_VERSION",
     "Block",
+    "Neck",
     "Structure",
     "dump_structure",
     "dumps_tinynas",

@@ -5,7 +5,12 @@ JSON document (format version 1)::
     {"format": "zennas.structure", "version": 1,
      "blocks": [{"type": "ConvKXBNRELU", "in": 3, "out": 32, "stride": 2, "kernel": 3, "layers": 1},
                 {"type": "SuperResK1KXK1", "in": 32, "out": 256, "stride": 2, "kernel": 3,
-                 "layers": 1, "bottleneck": 64}, ...]}
+                 "layers": 1, "bottleneck": 64}, ...],
+     "neck": {"type": "gfpn", "depth": 7, "width": 0.7}}
+
+``neck`` is optional: the detector neck chosen for this backbone (a neck co-search writes it; see
+:class:`Neck`). A structure is the backbone either way: scores and backbone costs read the blocks
+alone, and a document without ``neck`` is exactly the format-1 document it always was.
 
 A structure is *valid* when every block's type is known, its channels are positive and chained
 (each block's ``in`` is the previous block's ``out``), its stride is 1 or 2 (or the one its type
@@ -28,6 +33,7 @@ FORMAT_NAME = "zennas.structure"
 FORMAT_VERSION = 1
 
 _BLOCK_KEYS = ("type", "in", "out", "stride", "kernel", "layers", "bottleneck")
+_NECK_KEYS = ("type", "depth", "width")
 
 
 class Block(NamedTuple):
@@ -152,10 +158,75 @@ def validate_block(block: Block, index: int, prev_out: int | None) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class Neck:
+    """The detector neck chosen for a backbone: ``gfpn`` with its depth and width, or ``fpn`` (no size).
+
+    Values follow :class:`zennas.detector.DetectorSettings`' rules (checked there, the one place);
+    errors name ``neck.<key>``."""
+
+    type: str  # gfpn | fpn (zennas.detector.NECK_TYPES)
+    depth: int | None = None  # GFPN depth d (2d - 1 fusion layers); gfpn only
+    width: float | None = None  # GFPN width (fusion nodes int(256 * width) wide); gfpn only
+
+    def __post_init__(self) -> None:
+        from zennas.detector.settings import DEFAULT_DETECTOR as D  # torch-free; imported here: it imports us back
+        from zennas.detector.settings import DetectorSettings
+        from zennas.errors import SpecError
+
+        if self.type == "gfpn":
+            for key, value in (("depth", self.depth), ("width", self.width)):
+                if value is None:
+                    raise StructureError(f"neck.{key} is missing (a gfpn neck has a depth and a width)",
+                                         field=f"neck.{key}")
+        elif self.type == "fpn":
+            for key, value in (("depth", self.depth), ("width", self.width)):
+                if value is not None:
+                    raise StructureError(f"neck.{key} is not a field of an fpn neck, got {value!r}",
+                                         field=f"neck.{key}")
+        if isinstance(self.width, int) and not isinstance(self.width, bool):
+            object.__setattr__(self, "width", float(self.width))  # 1 and 1.0 are one width
+        keys = {"neck": "type", "gfpn_depth": "depth", "gfpn_width": "width"}
+        try:
+            DetectorSettings(neck=self.type, gfpn_depth=D.gfpn_depth if self.depth is None else self.depth,
+                             gfpn_width=D.gfpn_width if self.width is None else self.width)
+        except SpecError as e:
+            name = f"neck.{keys.get(e.field or '', 'type')}"
+            raise StructureError(f"{name}: {e.message}", field=name) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": self.type}
+        if self.depth is not None:
+            d["depth"] = self.depth
+        if self.width is not None:
+            d["width"] = self.width
+        return d
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> Neck:
+        if not isinstance(raw, Mapping):
+            raise StructureError(f"neck must be an object, got {type(raw).__name__}", field="neck")
+        unknown = sorted(set(raw) - set(_NECK_KEYS))
+        if unknown:
+            raise StructureError(f"neck has unknown key {unknown[0]!r} (allowed: {', '.join(_NECK_KEYS)})",
+                                 field=f"neck.{unknown[0]}")
+        if "type" not in raw:
+            raise StructureError("neck.type is missing (gfpn or fpn)", field="neck.type")
+        depth, width = raw.get("depth"), raw.get("width")
+        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int)):
+            raise StructureError(f"neck.depth must be an integer, got {depth!r}", field="neck.depth")
+        if width is not None and (isinstance(width, bool) or not isinstance(width, (int, float))):
+            raise StructureError(f"neck.width must be a number, got {width!r}", field="neck.width")
+        return cls(raw["type"], depth, width)
+
+
+@dataclass(frozen=True, slots=True)
 class Structure:
-    """An ordered, validated tuple of blocks. Hashable, so it can key caches and deduplicate."""
+    """An ordered, validated tuple of blocks, and optionally the detector neck chosen for it. Hashable,
+    so it can key caches and deduplicate. The search's candidates never carry a neck (:meth:`trusted`):
+    a neck co-search attaches the chosen one (:meth:`with_neck`) only to the structure it writes out."""
 
     blocks: tuple[Block, ...]
+    neck: Neck | None = None  # the detector neck chosen for this backbone (None: not part of the document)
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -167,7 +238,9 @@ class Structure:
         for i, b in enumerate(self.blocks):
             validate_block(b, i, prev)
             prev = b.out_channels
-        object.__setattr__(self, "_hash", hash(self.blocks))
+        if self.neck is not None and not isinstance(self.neck, Neck):
+            raise StructureError(f"neck must be a Neck, got {type(self.neck).__name__}", field="neck")
+        object.__setattr__(self, "_hash", hash(self.blocks) if self.neck is None else hash((self.blocks, self.neck)))
 
     def __hash__(self) -> int:
         return self._hash
@@ -177,9 +250,14 @@ class Structure:
         """A structure whose validity the caller guarantees, built without the checks: only the
         mutation calls it, and tests/core/test_mutation.py re-validates every child it makes."""
         s = object.__new__(cls)
-        object.__setattr__(s, "blocks", blocks)
-        object.__setattr__(s, "_hash", hash(blocks))
+        _SET_BLOCKS(s, blocks)  # the slots' own setters: the frozen __setattr__ is bypassed, and a
+        _SET_NECK(s, None)  # third slot costs no more than the two object.__setattr__ calls did
+        _SET_HASH(s, hash(blocks))
         return s
+
+    def with_neck(self, neck: Neck | None) -> Structure:
+        """This backbone with ``neck`` attached (None: the backbone alone)."""
+        return self if neck == self.neck else Structure(self.blocks, neck)
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -224,15 +302,18 @@ class Structure:
     def replace_block(self, index: int, **changes: Any) -> Structure:
         blocks = list(self.blocks)
         blocks[index] = blocks[index]._replace(**changes)
-        return Structure(tuple(blocks))
+        return Structure(tuple(blocks), self.neck)
 
     # -- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
             "blocks": [b.to_dict() for b in self.blocks],
         }
+        if self.neck is not None:
+            d["neck"] = self.neck.to_dict()
+        return d
 
     def to_json(self, *, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -241,7 +322,7 @@ class Structure:
     def from_dict(cls, raw: Any) -> Structure:
         if not isinstance(raw, Mapping):
             raise StructureError(f"a structure must be a JSON object, got {type(raw).__name__}")
-        unknown = sorted(set(raw) - {"format", "version", "blocks"})
+        unknown = sorted(set(raw) - {"format", "version", "blocks", "neck"})
         if unknown:
             raise StructureError(f"unknown key {unknown[0]!r} in structure document", field=unknown[0])
         fmt = raw.get("format", FORMAT_NAME)
@@ -256,7 +337,8 @@ class Structure:
         blocks = raw.get("blocks")
         if not isinstance(blocks, list):
             raise StructureError("blocks must be a list of block objects", field="blocks")
-        return cls(tuple(block_from_dict(b, i) for i, b in enumerate(blocks)))
+        neck = Neck.from_dict(raw["neck"]) if raw.get("neck") is not None else None
+        return cls(tuple(block_from_dict(b, i) for i, b in enumerate(blocks)), neck)
 
     @classmethod
     def from_json(cls, text: str) -> Structure:
@@ -269,3 +351,6 @@ class Structure:
     @classmethod
     def of(cls, blocks: Iterable[Block]) -> Structure:
         return cls(tuple(blocks))
+
+
+_SET_BLOCKS, _SET_NECK, _SET_HASH = (Structure.__dict__[n].__set__ for n in ("blocks", "neck", "_hash"))
