@@ -130,8 +130,8 @@ def _unit_ops(b: Block, u: Unit, h: int, w: int, stem: bool) -> tuple[list[Op], 
     main = list(u.main)
     tail: Conv | None = None  # the main path's last conv, fused with the add / the unit's activation
     if u.act != "none":
-        last = main.pop() if main and isinstance(main[-1], Conv) and main[-1].act == "none" else None
-        if last is None:
+        last = main.pop() if main else None
+        if not isinstance(last, Conv) or last.act != "none":
             raise SpecError(f"no latency model for block type {b.type!r}: a unit's activation must follow "
                             "a conv without one", field="type")
         tail = last
