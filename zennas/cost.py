@@ -106,6 +106,7 @@ def _path(ops: tuple[Op, ...], area: float) -> tuple[float, float, float, float,
     return f, p, area, ls, convs
 
 
+@lru_cache(maxsize=1 << 16)  # units recur across blocks (a block's later units, the bound's grids)
 def unit_cost(u: Unit) -> tuple[float, float, float, int, float]:
     """(FLOPs per pixel of the unit's input, params, log-std, main-path convs, output area per input
     pixel) of one unit."""

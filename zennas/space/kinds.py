@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
 from zennas.space.layout import Conv, Pool, SpaceToDepth, Unit
@@ -127,15 +128,7 @@ class Bottleneck:
     def unit(self, cin: int, btn: int, out: int, k: int, s: int, first: bool, repeat: int) -> Unit:
         """``cin -> btn`` 1x1, ``btn -> btn`` kxk at stride s, ``btn -> out`` 1x1 (no activation), the
         shortcut (2x2 average pool if strided, then a 1x1 conv+BN when it projects), the add, ReLU."""
-        main = (Conv(cin, btn), Conv(btn, btn, k, s, btn if self.depthwise else 1, same_width=True),
-                Conv(btn, out, act="none"))
-        sc = self.shortcut(cin, out, first)
-        shortcut: tuple[Pool | Conv, ...] | None = None
-        if sc != "none":
-            shortcut = (Pool(cin),) if s == 2 else ()
-            if sc == "projection":
-                shortcut += (Conv(cin, out, act="none"),)
-        return Unit(main, shortcut, "relu", repeat)
+        return _bottleneck_unit(self, cin, btn, out, k, s, first, repeat)
 
     def layout(self, b: Block) -> tuple[Unit, ...]:
         """Unit 0 carries the stride and ``in``; units after it are all ``out -> out`` at stride 1."""
@@ -144,6 +137,20 @@ class Bottleneck:
         if b.layers == 1:
             return (first,)
         return first, self.unit(b.out_channels, btn, b.out_channels, b.kernel, 1, False, b.layers - 1)
+
+
+@lru_cache(maxsize=1 << 16)  # the bound's grids ask for the same units many times (units > 1 share the rest)
+def _bottleneck_unit(kind: Bottleneck, cin: int, btn: int, out: int, k: int, s: int, first: bool,
+                     repeat: int) -> Unit:
+    main = (Conv(cin, btn), Conv(btn, btn, k, s, btn if kind.depthwise else 1, same_width=True),
+            Conv(btn, out, act="none"))
+    sc = kind.shortcut(cin, out, first)
+    shortcut: tuple[Pool | Conv, ...] | None = None
+    if sc != "none":
+        shortcut = (Pool(cin),) if s == 2 else ()
+        if sc == "projection":
+            shortcut += (Conv(cin, out, act="none"),)
+    return Unit(main, shortcut, "relu", repeat)
 
 
 # bottleneck block types (TinyNAS: force_resproj is True for the first ResK1KXK1 unit only; a ResK1DWK1
