@@ -188,7 +188,7 @@ def _block_ops(b: Block, i: int, h: int, w: int) -> tuple[tuple[Op, ...], tuple[
     if kind is None:
         raise SpecError(f"no layout for block type {b.type!r} (known: {', '.join(BLOCK_KINDS)})", field="type")
     ops: list[Op] = []
-    for u in kind.layout(b):
+    for u in kind.units(b):
         runs = [(u.repeat, 1)] if u.stride == 1 else [(1, u.repeat)]  # (count, times yielded)
         for n, times in runs:
             for _ in range(times):

@@ -53,7 +53,6 @@ from functools import lru_cache
 
 from zennas.errors import SpecError
 from zennas.space.kinds import BLOCK_KINDS, on_kinds_change
-from zennas.space.layout import Op, Unit
 from zennas.space.structure import Block, Structure
 
 
@@ -78,48 +77,94 @@ class Costs:
                 "height": self.height, "width": self.width}
 
 
-def _path(ops: tuple[Op, ...], area: float) -> tuple[float, float, float, float, int]:
-    """(FLOPs, params, output area, log-std, main convs) of ops applied in order to an input of
-    relative ``area``: conv ``cin*cout*k^2/g`` MACs + 2 BN ops (+ 1 activation op) per output element,
-    pool 1 op per input element, space-to-depth 0."""
-    f = p = ls = 0.0
-    convs = 0
-    log = math.log
-    for op in ops:
-        if op.op == "conv":
-            cin, cout, k, s, g, act = op[:6]
-            s2 = s * s
-            k2 = k * k
-            out_area = area / s2
-            f += cin * cout * k2 / (s2 * g) * area + 2 * cout * out_area
-            if act != "none":
-                f += cout * out_area
-            p += cin * cout * k2 / g + 2 * cout
-            ls += 0.5 * log(cin // g * k2)  # log sqrt(fan_in)
-            convs += 1
-            area = out_area
-        elif op.op == "pool":
-            f += op[0] * area  # one op per input element
-            area /= 4
-        else:  # space-to-depth: a reshape
-            area /= 4
-    return f, p, area, ls, convs
+class _Counter:
+    """A layout writer that sums the block's figures as the layout is written (no op objects)."""
 
+    __slots__ = (
+        "_a",
+        "_convs",
+        "_f",
+        "_ls",
+        "_out",
+        "_p",
+        "_proj",
+        "_sa",
+        "_sc",
+        "area",
+        "flops",
+        "layers",
+        "log_std",
+        "params",
+    )
 
-@lru_cache(maxsize=1 << 16)  # units recur across blocks (a block's later units, the bound's grids)
-def unit_cost(u: Unit) -> tuple[float, float, float, int, float]:
-    """(FLOPs per pixel of the unit's input, params, log-std, main-path convs, output area per input
-    pixel) of one unit."""
-    f, p, area, ls, convs = _path(u.main, 1.0)
-    if u.shortcut is not None:
-        fs, ps, _, _, projects = _path(u.shortcut, 1.0)
-        f += fs
-        p += ps
-        if projects:
-            f += u.out_channels * area  # the add (TinyNAS counts it only with a projection shortcut)
-    if u.act != "none":
-        f += u.out_channels * area
-    return f, p, ls, convs, area
+    def __init__(self) -> None:
+        self.flops = self.params = 0.0
+        self.layers = 0
+        self.log_std: list[float] = []
+        self.area = 1.0  # this unit's input area relative to the block's input
+        self._f = self._p = self._ls = 0.0  # the unit so far, per pixel of its input
+        self._convs = 0
+        self._a = 1.0  # the main path's current area, relative to the unit's input
+        self._out = 0  # the main path's current channels
+        self._sc = False  # writing the shortcut
+        self._sa = 1.0  # the shortcut's current area
+        self._proj = False  # the shortcut has a conv
+
+    def conv(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: str = "relu",
+             same_width: bool = False) -> None:
+        s2 = stride * stride
+        k2 = kernel * kernel
+        a = self._sa if self._sc else self._a
+        out_area = a / s2
+        f = cin * cout * k2 / (s2 * groups) * a + 2 * cout * out_area
+        if act != "none":
+            f += cout * out_area
+        self._f += f
+        self._p += cin * cout * k2 / groups + 2 * cout
+        if self._sc:
+            self._sa = out_area
+            self._proj = True
+        else:
+            self._ls += 0.5 * math.log(cin // groups * k2)  # log sqrt(fan_in)
+            self._convs += 1
+            self._a = out_area
+            self._out = cout
+
+    def pool(self, channels: int) -> None:
+        if self._sc:
+            self._f += channels * self._sa  # one op per input element
+            self._sa /= 4
+        else:
+            self._f += channels * self._a
+            self._a /= 4
+            self._out = channels
+
+    def space_to_depth(self, channels: int) -> None:  # a reshape
+        if self._sc:
+            self._sa /= 4
+        else:
+            self._a /= 4
+            self._out = 4 * channels
+
+    def shortcut(self) -> None:
+        self._sc = True
+
+    def unit(self, act: str = "none", repeat: int = 1) -> None:
+        f, a = self._f, self._a
+        if self._proj:
+            f += self._out * a  # the add (TinyNAS counts it only with a projection shortcut)
+        if act != "none":
+            f += self._out * a
+        for _ in range(repeat):  # a repeated unit is computed once and summed unit by unit
+            self.flops += f * self.area
+            self.params += self._p
+            self.area *= a  # 1/s^2: exact
+        self.layers += self._convs * repeat
+        self.log_std += [self._ls] * repeat
+        self._f = self._p = self._ls = 0.0
+        self._convs = 0
+        self._a = self._sa = 1.0
+        self._sc = self._proj = False
 
 
 @lru_cache(maxsize=1 << 16)
@@ -129,20 +174,9 @@ def block_cost(b: Block) -> BlockCost:
     kind = BLOCK_KINDS.get(b.type)
     if kind is None:
         raise SpecError(f"no cost model for block type {b.type!r} (known: {', '.join(BLOCK_KINDS)})")
-    flops = params = 0.0
-    layers = 0
-    log_std: list[float] = []
-    area = 1.0  # this unit's input area relative to the block's input
-    for u in kind.layout(b):
-        f, p, ls, convs, shrink = unit_cost(u)  # a repeated unit is computed once, summed unit by unit
-        n = u.repeat
-        for _ in range(n):
-            flops += f * area
-            params += p
-            area *= shrink  # 1/s^2: exact
-        layers += convs * n
-        log_std += [ls] * n
-    return BlockCost(flops, params, layers, tuple(log_std))
+    c = _Counter()
+    kind.layout(b, c)
+    return BlockCost(c.flops, c.params, c.layers, tuple(c.log_std))
 
 
 on_kinds_change(block_cost.cache_clear)

@@ -33,10 +33,8 @@ from zennas.space import (
     BLOCK_KINDS,
     Block,
     BlockKind,
-    Conv,
-    Pool,
+    LayoutWriter,
     Structure,
-    Unit,
     register_block_kind,
     space_from_dict,
     unregister_block_kind,
@@ -51,19 +49,21 @@ def _projects(cin: int, out: int, stride: int) -> bool:
     return stride == 2 or cin != out
 
 
-def _unit(cin: int, out: int, k: int, s: int, repeat: int) -> Unit:
-    shortcut: tuple[Conv | Pool, ...] = ()
+def _write_unit(w: LayoutWriter, cin: int, out: int, k: int, s: int, repeat: int) -> None:
+    w.conv(cin, out, k, s)
+    w.conv(out, out, k, act="none", same_width=True)
+    w.shortcut()  # a residual: identity unless it projects
     if _projects(cin, out, s):
-        shortcut = ((Pool(cin),) if s == 2 else ()) + (Conv(cin, out, act="none"),)
-    main = (Conv(cin, out, k, s), Conv(out, out, k, act="none", same_width=True))
-    return Unit(main, shortcut, "relu", repeat)
+        if s == 2:
+            w.pool(cin)
+        w.conv(cin, out, act="none")
+    w.unit("relu", repeat)
 
 
-def basic_layout(b: Block) -> tuple[Unit, ...]:
-    first = _unit(b.in_channels, b.out_channels, b.kernel, b.stride, 1)
-    if b.layers == 1:
-        return (first,)
-    return first, _unit(b.out_channels, b.out_channels, b.kernel, 1, b.layers - 1)
+def basic_layout(b: Block, w: LayoutWriter) -> None:
+    _write_unit(w, b.in_channels, b.out_channels, b.kernel, b.stride, 1)
+    if b.layers > 1:
+        _write_unit(w, b.out_channels, b.out_channels, b.kernel, 1, b.layers - 1)
 
 
 KIND = BlockKind(NAME, basic_layout, has_bottleneck=False, convs_per_unit=2,
@@ -314,6 +314,21 @@ def test_unregistered_it_is_unknown_again() -> None:
         block_cost(Block(NAME, 3, 8, 2, 3, 1))
 
 
+def test_the_recorder_refuses_a_bad_layout() -> None:
+    def even_kernel(b: Block, w: LayoutWriter) -> None:
+        w.conv(b.in_channels, b.out_channels, 2)
+        w.unit()
+
+    def unended(b: Block, w: LayoutWriter) -> None:
+        w.conv(b.in_channels, b.out_channels, 3)
+
+    b = Block("ConvKXBNRELU", 3, 8, 2, 3, 1)
+    for layout, msg in ((even_kernel, "wrote a bad conv"), (unended, "must end every unit")):
+        kind = BlockKind("Broken", layout, has_bottleneck=False, convs_per_unit=1)
+        with pytest.raises(SpecError, match=msg):
+            kind.units(b)
+
+
 @pytest.mark.parametrize("name", sorted(BLOCK_KINDS))
 def test_every_kind_counts_its_declared_convs_per_unit(name: str) -> None:
     """A kind's declared ``convs_per_unit`` (what the mutator and the bound cap layers with) is what
@@ -322,4 +337,4 @@ def test_every_kind_counts_its_declared_convs_per_unit(name: str) -> None:
     units = 1 if kind.max_layers == 1 else 3
     b = Block(name, 16, 32, kind.fixed_stride or 2, 3, units, 16 if kind.has_bottleneck else None)
     assert block_cost(b).layers == kind.convs_per_unit * units
-    assert sum(u.repeat for u in kind.layout(b)) == units
+    assert sum(u.repeat for u in kind.units(b)) == units

@@ -407,7 +407,7 @@ def _block_macs_per_pixel(b: Block) -> float:
     if kind is None:
         raise SpecError(f"no cost model for block type {b.type!r} (known: {', '.join(BLOCK_KINDS)})", field="type")
     total, area = 0.0, 1.0
-    for u in kind.layout(b):
+    for u in kind.units(b):
         for _ in range(u.repeat):
             main, out_area = _conv_macs(u.main, area)
             total += main

@@ -180,7 +180,7 @@ def block_ops(b: Block, height: int, width: int) -> list[Op]:
         raise SpecError(f"no latency model for block type {b.type!r}", field="type")
     ops: list[Op] = []
     h, w = height, width
-    for u in kind.layout(b):
+    for u in kind.units(b):
         for _ in range(u.repeat):
             unit, h, w = _unit_ops(b, u, h, w, kind.stem)
             ops += unit

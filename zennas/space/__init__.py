@@ -10,7 +10,7 @@ from zennas.space.formats import (
     to_tinynas,
 )
 from zennas.space.kinds import BLOCK_KINDS, BlockKind, register_block_kind, unregister_block_kind
-from zennas.space.layout import Conv, Pool, SpaceToDepth, Unit
+from zennas.space.layout import Conv, LayoutWriter, Pool, SpaceToDepth, Unit
 from zennas.space.structure import FORMAT_VERSION, Block, Structure
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "Block",
     "BlockKind",
     "Conv",
+    "LayoutWriter",
     "Pool",
     "SpaceToDepth",
     "Structure",

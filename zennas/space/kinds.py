@@ -1,8 +1,8 @@
 """What each block type *is*, as data: which fields it uses and its layout. One registration per type.
 
 A :class:`BlockKind` holds a block type's fields (bottleneck or not, fixed stride, unit cap, stem)
-and its ``layout``: the one function that writes the block down as ops in forward order
-(:mod:`zennas.space.layout`). Costs, conv MACs, admission estimates and latency ops are derived from
+and its ``layout``: the one function that writes the block down as ops in forward order to a
+:class:`zennas.space.layout.LayoutWriter`. Costs, conv MACs, admission estimates and latency ops are derived from
 the layout, so none of those modules names a block type; a new type is one
 :func:`register_block_kind` call (plus its torch module, :func:`zennas.blocks.register_block`).
 
@@ -14,21 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
-from zennas.space.layout import Conv, Pool, SpaceToDepth, Unit
+from zennas.space.layout import Layout, LayoutWriter, Unit, record
 
 if TYPE_CHECKING:
     from zennas.space.structure import Block
 
-Layout = Callable[["Block"], tuple[Unit, ...]]
-
-
 @dataclass(frozen=True, slots=True)
 class BlockKind:
     name: str  # the block type name used in structures
-    layout: Layout  # the block's units and ops in forward order (the one place its structure is written)
+    layout: Layout  # writes the block's ops in forward order (the one place its structure is written)
     has_bottleneck: bool  # whether `bottleneck` channels are a field of this type
     convs_per_unit: int  # conv layers counted per repeated unit ("layers" budget); the layout's main convs
     fixed_stride: int | None = None  # the only allowed stride, when the type fixes it
@@ -48,6 +44,10 @@ class BlockKind:
             raise ValueError(f"block kind {self.name!r}: fixed_stride must be 1, 2 or None, got {self.fixed_stride}")
         if self.max_layers is not None and self.max_layers < 1:
             raise ValueError(f"block kind {self.name!r}: max_layers must be >= 1, got {self.max_layers}")
+
+    def units(self, b: Block) -> tuple[Unit, ...]:
+        """The layout of ``b`` as data (checked op by op)."""
+        return record(self.layout, b)
 
     @property
     def owner(self) -> str:
@@ -102,8 +102,9 @@ def tinynas_classes() -> dict[str, str]:
 
 
 # -- the built-in kinds --------------------------------------------------------------------------
-def _stem_layout(b: Block) -> tuple[Unit, ...]:
-    return (Unit((Conv(b.in_channels, b.out_channels, b.kernel, b.stride),)),)
+def _stem_layout(b: Block, w: LayoutWriter) -> None:
+    w.conv(b.in_channels, b.out_channels, b.kernel, b.stride)
+    w.unit()
 
 
 Shortcut = Literal["projection", "identity", "none"]
@@ -125,32 +126,28 @@ class Bottleneck:
             return "identity"
         return "projection" if self.project_on_change else "none"
 
-    def unit(self, cin: int, btn: int, out: int, k: int, s: int, first: bool, repeat: int) -> Unit:
+    def write_unit(self, w: LayoutWriter, cin: int, btn: int, out: int, k: int, s: int, first: bool,
+                   repeat: int) -> None:
         """``cin -> btn`` 1x1, ``btn -> btn`` kxk at stride s, ``btn -> out`` 1x1 (no activation), the
         shortcut (2x2 average pool if strided, then a 1x1 conv+BN when it projects), the add, ReLU."""
-        return _bottleneck_unit(self, cin, btn, out, k, s, first, repeat)
+        w.conv(cin, btn)
+        w.conv(btn, btn, k, s, btn if self.depthwise else 1, "relu", True)
+        w.conv(btn, out, act="none")
+        sc = self.shortcut(cin, out, first)
+        if sc != "none":
+            w.shortcut()
+            if s == 2:
+                w.pool(cin)
+            if sc == "projection":
+                w.conv(cin, out, act="none")
+        w.unit("relu", repeat)
 
-    def layout(self, b: Block) -> tuple[Unit, ...]:
+    def layout(self, b: Block, w: LayoutWriter) -> None:
         """Unit 0 carries the stride and ``in``; units after it are all ``out -> out`` at stride 1."""
         btn = b.bottleneck or 0  # validated by Structure
-        first = self.unit(b.in_channels, btn, b.out_channels, b.kernel, b.stride, True, 1)
-        if b.layers == 1:
-            return (first,)
-        return first, self.unit(b.out_channels, btn, b.out_channels, b.kernel, 1, False, b.layers - 1)
-
-
-@lru_cache(maxsize=1 << 16)  # the bound's grids ask for the same units many times (units > 1 share the rest)
-def _bottleneck_unit(kind: Bottleneck, cin: int, btn: int, out: int, k: int, s: int, first: bool,
-                     repeat: int) -> Unit:
-    main = (Conv(cin, btn), Conv(btn, btn, k, s, btn if kind.depthwise else 1, same_width=True),
-            Conv(btn, out, act="none"))
-    sc = kind.shortcut(cin, out, first)
-    shortcut: tuple[Pool | Conv, ...] | None = None
-    if sc != "none":
-        shortcut = (Pool(cin),) if s == 2 else ()
-        if sc == "projection":
-            shortcut += (Conv(cin, out, act="none"),)
-    return Unit(main, shortcut, "relu", repeat)
+        self.write_unit(w, b.in_channels, btn, b.out_channels, b.kernel, b.stride, True, 1)
+        if b.layers > 1:
+            self.write_unit(w, b.out_channels, btn, b.out_channels, b.kernel, 1, False, b.layers - 1)
 
 
 # bottleneck block types (TinyNAS: force_resproj is True for the first ResK1KXK1 unit only; a ResK1DWK1
@@ -159,21 +156,23 @@ K1KXK1 = Bottleneck(depthwise=False, force_first_projection=True, project_on_cha
 K1DWK1 = Bottleneck(depthwise=True, force_first_projection=False, project_on_change=False)
 
 
-def _k1kxk1_layout(b: Block) -> tuple[Unit, ...]:
-    return K1KXK1.layout(b)
+def _k1kxk1_layout(b: Block, w: LayoutWriter) -> None:
+    K1KXK1.layout(b, w)
 
 
-def _k1dwk1_layout(b: Block) -> tuple[Unit, ...]:
-    return K1DWK1.layout(b)
+def _k1dwk1_layout(b: Block, w: LayoutWriter) -> None:
+    K1DWK1.layout(b, w)
 
 
-def _s2d_layout(b: Block) -> tuple[Unit, ...]:
+def _s2d_layout(b: Block, w: LayoutWriter) -> None:
     """Space-to-depth x2 then 1x1 conv ``4*in -> out`` + BN + SiLU; ``layers - 1`` kxk conv units."""
-    first = Unit((SpaceToDepth(b.in_channels), Conv(4 * b.in_channels, b.out_channels, act="silu")))
-    if b.layers == 1:
-        return (first,)
-    out = b.out_channels
-    return first, Unit((Conv(out, out, b.kernel, act="silu", same_width=True),), repeat=b.layers - 1)
+    w.space_to_depth(b.in_channels)
+    w.conv(4 * b.in_channels, b.out_channels, act="silu")
+    w.unit()
+    if b.layers > 1:
+        out = b.out_channels
+        w.conv(out, out, b.kernel, act="silu", same_width=True)
+        w.unit(repeat=b.layers - 1)
 
 
 for _kind in (
