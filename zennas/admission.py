@@ -33,7 +33,10 @@ from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Any
 
-from zennas.errors import ZenNASError
+from zennas.errors import SpecError, ZenNASError
+from zennas.space.kinds import BLOCK_KINDS, on_kinds_change
+from zennas.space.layout import Conv, Pool
+from zennas.space.layout import Op as LayoutOp
 from zennas.space.structure import Block, Structure
 
 GiB = 1 << 30
@@ -155,54 +158,49 @@ def _conv(block: int, main: bool, cin: int, cout: int, k: int, s: int, h: int, w
 def block_ops(structure: Structure, height: int, width: int) -> Iterator[Op]:
     """The ops of the built backbone in forward order, per image, with their input and output sizes.
 
-    Mirrors :mod:`zennas.blocks`: a stem conv; bottleneck units 1x1 -> kxk (stride, depthwise for
-    K1DWK1) -> 1x1 with a shortcut (2x2 average pool when strided, 1x1 conv when the width changes);
-    S2D's space-to-depth then a 1x1 conv, then ``layers - 1`` kxk convs. Units after a block's first
-    are identical, so each is yielded once with its ``count``."""
+    Derived from each block kind's layout (:mod:`zennas.space.layout`), which the torch modules of
+    :mod:`zennas.blocks` build: per unit its main path, then its shortcut on the unit's input (convs
+    with ``'same'`` padding, the 2x2 average pool in ceil mode, space-to-depth halving the size).
+    Identical stride-1 units in a row are yielded once with their ``count``."""
     h, w = height, width
     for i, b in enumerate(structure.blocks):
         ops, (h, w) = _block_ops(b, i, h, w)
         yield from ops
 
 
+def _path_ops(ops: tuple[LayoutOp, ...], i: int, main: bool, h: int, w: int, n: int) -> tuple[list[Op], int, int]:
+    out: list[Op] = []
+    for op in ops:
+        if isinstance(op, Conv):
+            o = _conv(i, main, op.cin, op.cout, op.kernel, op.stride, h, w, groups=op.groups, count=n)
+        elif isinstance(op, Pool):
+            o = Op(i, "pool", main, op.channels, op.channels, 2, 2, 1, h, w, -(-h // 2), -(-w // 2), n)
+        else:  # SpaceToDepth
+            o = Op(i, "s2d", main, op.channels, 4 * op.channels, 2, 2, 1, h, w, h // 2, w // 2, n)
+        out.append(o)
+        h, w = o.ho, o.wo
+    return out, h, w
+
+
 @lru_cache(maxsize=1 << 14)  # a mutation changes one or two blocks: the others' ops are reused
 def _block_ops(b: Block, i: int, h: int, w: int) -> tuple[tuple[Op, ...], tuple[int, int]]:
-    k, s = b.kernel, b.stride
+    kind = BLOCK_KINDS.get(b.type)
+    if kind is None:
+        raise SpecError(f"no layout for block type {b.type!r} (known: {', '.join(BLOCK_KINDS)})", field="type")
     ops: list[Op] = []
-    if b.type == "ConvKXBNRELU":
-        op = _conv(i, True, b.in_channels, b.out_channels, k, s, h, w)
-        ops.append(op)
-        h, w = op.ho, op.wo
-    elif b.type == "S2D":
-        ho, wo = h // 2, w // 2
-        ops.append(Op(i, "s2d", True, b.in_channels, 4 * b.in_channels, 2, 2, 1, h, w, ho, wo))
-        ops.append(_conv(i, True, 4 * b.in_channels, b.out_channels, 1, 1, ho, wo))
-        if b.layers > 1:
-            ops.append(_conv(i, True, b.out_channels, b.out_channels, k, 1, ho, wo, count=b.layers - 1))
-        h, w = ho, wo
-    else:  # the bottleneck types (SuperResK1KXK1, SuperResK1DWK1)
-        from zennas.cost import BOTTLENECKS
-
-        kind = BOTTLENECKS[b.type]
-        depthwise = kind.depthwise
-        btn = b.bottleneck or 0
-        for first, n in ((True, 1), (False, b.layers - 1)):
-            if n <= 0:
-                continue
-            cin, st = (b.in_channels, s) if first else (b.out_channels, 1)
-            c1 = _conv(i, True, cin, btn, 1, 1, h, w, count=n)
-            c2 = _conv(i, True, btn, btn, k, st, h, w, groups=btn if depthwise else 1, count=n)
-            c3 = _conv(i, True, btn, b.out_channels, 1, 1, c2.ho, c2.wo, count=n)
-            ops += (c1, c2, c3)
-            sh, sw = h, w
-            shortcut = kind.shortcut(cin, b.out_channels, first)  # the one shortcut rule (zennas.cost)
-            if st == 2 and shortcut != "none":
-                sh, sw = -(-h // 2), -(-w // 2)  # AvgPool2d(2, 2, ceil_mode=True)
-                ops.append(Op(i, "pool", False, cin, cin, 2, 2, 1, h, w, sh, sw, n))
-            if shortcut == "projection":
-                ops.append(_conv(i, False, cin, b.out_channels, 1, 1, sh, sw, count=n))
-            h, w = c2.ho, c2.wo
+    for u in kind.units(b):
+        runs = [(u.repeat, 1)] if u.stride == 1 else [(1, u.repeat)]  # (count, times yielded)
+        for n, times in runs:
+            for _ in range(times):
+                main, ho, wo = _path_ops(u.main, i, True, h, w, n)
+                ops += main
+                if u.shortcut:
+                    ops += _path_ops(u.shortcut, i, False, h, w, n)[0]
+                h, w = ho, wo
     return tuple(ops), (h, w)
+
+
+on_kinds_change(_block_ops.cache_clear)
 
 
 # -- the estimates ------------------------------------------------------------------------------------

@@ -1,23 +1,34 @@
 """FLOPs, params and layer counts as pure functions of a structure and an input size.
 
-No model is built. The convention is TinyNAS v2's analytic counter, which defines the units of the
-MAE-DET budget (188e8 at 480x480): **FLOPs are multiply-accumulates plus BN and activation element
-operations** (BN counts 2 per output element, an activation 1). Params count conv weights and BN's
-gamma and beta. Layers count convolutions on the main path (1 per stem conv, 3 per bottleneck unit,
-shortcut convs not counted).
+No model is built: every figure is derived from the block kind's layout (the ops in forward order
+that :func:`zennas.space.kinds.BlockKind.layout` writes down, :mod:`zennas.space.layout`), so this
+module names no block type. The convention is TinyNAS v2's analytic counter, which defines the units
+of the MAE-DET budget (188e8 at 480x480): **FLOPs are multiply-accumulates plus BN and activation
+element operations** (BN counts 2 per output element, an activation 1). Params count conv weights and
+BN's gamma and beta. Layers count convolutions on the main path (shortcut convs not counted).
 
-Per input pixel of a unit, with stride ``s`` carried by the unit's spatial conv:
+Per input pixel of an op, with stride ``s``:
 
-- conv+BN ``in->out``, kernel k, groups g: ``in*out*k^2/(s^2*g) + 2*out/s^2``;
-  params ``in*out*k^2/g + 2*out``.
-- ConvKXBNRELU (stem): conv+BN, plus ``out/s^2`` for the ReLU.
+- conv+BN ``in->out``, kernel k, groups g: ``in*out*k^2/(s^2*g) + 2*out/s^2``, plus ``out/s^2`` for
+  its activation (none on a conv that ends in BN); params ``in*out*k^2/g + 2*out``;
+- 2x2 average pool (a strided shortcut's): 1 op per input element, ``+in``;
+- space-to-depth x2: a reshape, 0; the ops after it run at a quarter of the area.
+
+A unit is its main path, then its shortcut (on the unit's input), then the add, then the unit's
+activation (``out/s^2``). **The add counts ``out/s^2`` only when the shortcut has a conv** (TinyNAS
+counts it with ``ResK1KXK1``'s projection; an identity add is not counted). The closed-form log-std
+of a unit (entropy-analytic) is the sum over its main-path convs of ``log sqrt(in/g * k^2)``.
+
+What the built-in layouts give, for reference:
+
+- ConvKXBNRELU (stem): conv+BN+ReLU, 1 layer.
 - SuperResK1KXK1 unit (``in->btn`` 1x1, ``btn->btn`` kxk stride s, ``btn->out`` 1x1): conv1
   ``in*btn + 2*btn``; conv2 ``btn*btn*k^2/s^2 + 2*btn/s^2``; conv3 ``(btn*out + 2*out)/s^2``; ReLUs
-  ``btn + btn/s^2 + out/s^2``; plus the shortcut (below).
+  ``btn + btn/s^2 + out/s^2``; plus the shortcut (below). 3 layers.
 - SuperResK1DWK1 unit: the same with a depthwise kxk (groups = btn): conv2 ``btn*k^2/s^2 + 2*btn/s^2``,
   params ``btn*k^2 + 2*btn``; plus the shortcut (below).
-- The shortcut of a bottleneck unit (:meth:`Bottleneck.shortcut`, TinyNAS's ``ResK1KXK1`` /
-  ``ResK1DWK1`` with ``force_resproj`` as its ``BaseSuperBlock`` sets it) is one of
+- The shortcut of a bottleneck unit (:meth:`zennas.space.kinds.Bottleneck.shortcut`, TinyNAS's
+  ``ResK1KXK1`` / ``ResK1DWK1`` with ``force_resproj`` as its ``BaseSuperBlock`` sets it) is one of
   ``projection``: [2x2 average pool if s = 2, ``+in``] then 1x1 conv+BN at the pooled size
   ``(in*out + 2*out)/s^2`` (params ``in*out + 2*out``) and the add ``out/s^2``;
   ``identity``: [2x2 average pool if s = 2, ``+in``], the add not counted;
@@ -25,9 +36,9 @@ Per input pixel of a unit, with stride ``s`` carried by the unit's spatial conv:
   K1KXK1: the first unit of a block always projects (TinyNAS forces it, whatever ``in``, ``out`` and
   s are); the others (``in = out``, s = 1) are identity. K1DWK1: ``identity`` when ``in = out``, else
   ``none`` (TinyNAS never forces the projection there).
-- S2D block: space-to-depth x2 is a reshape (0 FLOPs); then a 1x1 conv ``4*in -> out`` + BN + SiLU at
-  the output resolution: ``(4*in*out + 2*out + out)/4`` per input pixel; each of the ``layers-1``
-  refinement units is a kxk conv ``out->out`` + BN + SiLU at the output resolution. 1 layer per conv.
+- S2D block: space-to-depth x2 then a 1x1 conv ``4*in -> out`` + BN + SiLU at the output resolution:
+  ``(4*in*out + 2*out + out)/4`` per input pixel; each of the ``layers-1`` refinement units is a kxk
+  conv ``out->out`` + BN + SiLU at the output resolution. 1 layer per conv.
 
 The first unit of a block carries its stride and ``in``; the others stride 1 and ``in = out``. The
 count is linear in H*W: a block's figure is its per-pixel count times its input H*W, where H and W
@@ -39,10 +50,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
 
 from zennas.errors import SpecError
-from zennas.space.kinds import BLOCK_KINDS
+from zennas.space.kinds import BLOCK_KINDS, on_kinds_change
 from zennas.space.structure import Block, Structure
 
 
@@ -67,121 +77,109 @@ class Costs:
                 "height": self.height, "width": self.width}
 
 
-def _conv_bn(cin: float, cout: float, k: int, s: int, g: float = 1) -> tuple[float, float]:
-    return cin * cout * k * k / (s * s * g) + 2 * cout / (s * s), cin * cout * k * k / g + 2 * cout
+class _Counter:
+    """A layout writer that sums the block's figures as the layout is written (no op objects)."""
 
+    __slots__ = (
+        "_a",
+        "_convs",
+        "_f",
+        "_ls",
+        "_out",
+        "_p",
+        "_proj",
+        "_sa",
+        "_sc",
+        "area",
+        "flops",
+        "layers",
+        "log_std",
+        "params",
+    )
 
-def _log_sqrt(x: float) -> float:
-    return 0.5 * math.log(x)
+    def __init__(self) -> None:
+        self.flops = self.params = 0.0
+        self.layers = 0
+        self.log_std: list[float] = []
+        self.area = 1.0  # this unit's input area relative to the block's input
+        self._f = self._p = self._ls = 0.0  # the unit so far, per pixel of its input
+        self._convs = 0
+        self._a = 1.0  # the main path's current area, relative to the unit's input
+        self._out = 0  # the main path's current channels
+        self._sc = False  # writing the shortcut
+        self._sa = 1.0  # the shortcut's current area
+        self._proj = False  # the shortcut has a conv
 
-
-Shortcut = Literal["projection", "identity", "none"]
-
-
-@dataclass(frozen=True, slots=True)
-class Bottleneck:
-    """What distinguishes the bottleneck block types: the kxk conv and the shortcut rule (TinyNAS)."""
-
-    depthwise: bool  # the kxk conv is depthwise (groups = btn)
-    force_first_projection: bool  # the block's first unit always has a 1x1 conv+BN shortcut
-    project_on_change: bool  # in != out: a projection shortcut (True) or no residual at all (False)
-
-    def shortcut(self, cin: int, out: int, first: bool) -> Shortcut:
-        """``projection``, ``identity`` or ``none`` for a unit ``cin -> out`` (``first``: unit 0)."""
-        if first and self.force_first_projection:
-            return "projection"
-        if cin == out:
-            return "identity"
-        return "projection" if self.project_on_change else "none"
-
-
-# bottleneck block types (TinyNAS: force_resproj is True for the first ResK1KXK1 unit only; a ResK1DWK1
-# unit with in != out and no forced projection has no residual)
-BOTTLENECKS: dict[str, Bottleneck] = {
-    "SuperResK1KXK1": Bottleneck(depthwise=False, force_first_projection=True, project_on_change=True),
-    "SuperResK1DWK1": Bottleneck(depthwise=True, force_first_projection=False, project_on_change=False),
-}
-
-
-def _unit(cin: int, btn: int, out: int, k: int, s: int, kind: Bottleneck, first: bool) -> tuple[float, float, float]:
-    """(FLOPs per input pixel, params, log-std) of one bottleneck unit ``cin -> btn -> btn -> out``."""
-    depthwise = kind.depthwise
-    f1, p1 = _conv_bn(cin, btn, 1, 1)
-    f2, p2 = _conv_bn(btn, btn, k, s, g=btn if depthwise else 1)
-    f3, p3 = _conv_bn(btn, out, 1, s)  # conv3 runs at the output resolution: /s^2
-    f = f1 + f2 + f3 + btn + btn / s**2 + out / s**2  # ReLUs
-    p = p1 + p2 + p3
-    shortcut = kind.shortcut(cin, out, first)
-    if shortcut != "none" and s == 2:
-        f += cin  # shortcut 2x2 average pool
-    if shortcut == "projection":
-        fs, ps = _conv_bn(cin, out, 1, s)
-        f += fs + out / s**2  # shortcut 1x1 conv+BN and the add
-        p += ps
-    fan_in_mid = k * k if depthwise else btn * k * k
-    return f, p, _log_sqrt(cin) + _log_sqrt(fan_in_mid) + _log_sqrt(btn)
-
-
-def bottleneck_cost(cin: int, out: int, stride: int, k: int, layers: int, btn: int, kind: Bottleneck) -> BlockCost:
-    """A K1KXK1 / K1DWK1 block of ``layers`` units. Units after the second equal the second (stride 1,
-    ``out -> out``), so each is computed once and summed in unit order, exactly as a unit-by-unit loop."""
-    flops = params = 0.0
-    log_std: list[float] = []
-    area = 1.0  # this unit's input area relative to the block's input
-    rest: tuple[float, float, float] | None = None
-    for u in range(layers):
-        if u == 0:
-            f, p, ls = _unit(cin, btn, out, k, stride, kind, first=True)
-            flops += f
-            params += p
-            area /= stride * stride
+    def conv(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: str = "relu",
+             same_width: bool = False) -> None:
+        s2 = stride * stride
+        k2 = kernel * kernel
+        a = self._sa if self._sc else self._a
+        out_area = a / s2
+        f = cin * cout * k2 / (s2 * groups) * a + 2 * cout * out_area
+        if act != "none":
+            f += cout * out_area
+        self._f += f
+        self._p += cin * cout * k2 / groups + 2 * cout
+        if self._sc:
+            self._sa = out_area
+            self._proj = True
         else:
-            if rest is None:
-                rest = _unit(out, btn, out, k, 1, kind, first=False)
-            f, p, ls = rest
-            flops += f * area
-            params += p
-        log_std.append(ls)
-    return BlockCost(flops, params, 3 * layers, tuple(log_std))
+            self._ls += 0.5 * math.log(cin // groups * k2)  # log sqrt(fan_in)
+            self._convs += 1
+            self._a = out_area
+            self._out = cout
 
+    def pool(self, channels: int) -> None:
+        if self._sc:
+            self._f += channels * self._sa  # one op per input element
+            self._sa /= 4
+        else:
+            self._f += channels * self._a
+            self._a /= 4
+            self._out = channels
 
-def _bottleneck_units(b: Block, kind: Bottleneck) -> BlockCost:
-    assert b.bottleneck is not None  # validated by Structure
-    return bottleneck_cost(b.in_channels, b.out_channels, b.stride, b.kernel, b.layers, b.bottleneck, kind)
+    def space_to_depth(self, channels: int) -> None:  # a reshape
+        if self._sc:
+            self._sa /= 4
+        else:
+            self._a /= 4
+            self._out = 4 * channels
 
+    def shortcut(self) -> None:
+        self._sc = True
 
-
-def _stem(b: Block) -> BlockCost:
-    f, p = _conv_bn(b.in_channels, b.out_channels, b.kernel, b.stride)
-    f += b.out_channels / b.stride**2  # ReLU
-    return BlockCost(f, p, 1, (_log_sqrt(b.in_channels * b.kernel * b.kernel),))
-
-
-def _s2d(b: Block) -> BlockCost:
-    cin4, out, k = 4 * b.in_channels, b.out_channels, b.kernel
-    f0, p0 = _conv_bn(cin4, out, 1, 1)
-    flops = (f0 + out) / 4  # runs at the output resolution (H/2 x W/2): per block-input pixel /4
-    params = p0
-    log_std = [_log_sqrt(cin4)]
-    for _ in range(b.layers - 1):
-        fr, pr = _conv_bn(out, out, k, 1)
-        flops += (fr + out) / 4
-        params += pr
-        log_std.append(_log_sqrt(out * k * k))
-    return BlockCost(flops, params, b.layers, tuple(log_std))
+    def unit(self, act: str = "none", repeat: int = 1) -> None:
+        f, a = self._f, self._a
+        if self._proj:
+            f += self._out * a  # the add (TinyNAS counts it only with a projection shortcut)
+        if act != "none":
+            f += self._out * a
+        for _ in range(repeat):  # a repeated unit is computed once and summed unit by unit
+            self.flops += f * self.area
+            self.params += self._p
+            self.area *= a  # 1/s^2: exact
+        self.layers += self._convs * repeat
+        self.log_std += [self._ls] * repeat
+        self._f = self._p = self._ls = 0.0
+        self._convs = 0
+        self._a = self._sa = 1.0
+        self._sc = self._proj = False
 
 
 @lru_cache(maxsize=1 << 16)
 def block_cost(b: Block) -> BlockCost:
-    """Per-block analytic cost; cached, since a mutation changes only one or two blocks."""
-    if b.type == "ConvKXBNRELU":
-        return _stem(b)
-    kind = BOTTLENECKS.get(b.type)
-    if kind is not None:
-        return _bottleneck_units(b, kind)
-    if b.type == "S2D":
-        return _s2d(b)
-    raise SpecError(f"no cost model for block type {b.type!r} (known: {', '.join(BLOCK_KINDS)})")
+    """Per-block analytic cost, derived from the block kind's layout; cached, since a mutation changes
+    only one or two blocks (``block_cost.__wrapped__`` is the uncached function)."""
+    kind = BLOCK_KINDS.get(b.type)
+    if kind is None:
+        raise SpecError(f"no cost model for block type {b.type!r} (known: {', '.join(BLOCK_KINDS)})")
+    c = _Counter()
+    kind.layout(b, c)
+    return BlockCost(c.flops, c.params, c.layers, tuple(c.log_std))
+
+
+on_kinds_change(block_cost.cache_clear)
 
 
 def check_size(height: int, width: int) -> None:

@@ -2,7 +2,7 @@
 
 A stage is ``layers`` units; a unit is 1x1 -> kxk -> 1x1 with a residual. The first unit carries the
 stage's stride (on the kxk conv) and its input channels. Which shortcut a unit has is
-:meth:`zennas.cost.Bottleneck.shortcut` (TinyNAS's rule, the same one the costs use): a projection
+:meth:`zennas.space.kinds.Bottleneck.shortcut` (TinyNAS's rule, the one the kinds' layouts use): a projection
 (2x2 average pool if stride 2, then 1x1 conv + BN; always on the first K1KXK1 unit), an identity
 (average pool if stride 2), or none (a K1DWK1 unit whose channels change has no residual).
 The depthwise variant makes the kxk conv depthwise (groups = bottleneck channels).
@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from zennas.blocks.base import BlockModule, ConvNormAct, Unit
 from zennas.blocks.registry import register_block
-from zennas.cost import BOTTLENECKS, Bottleneck, Shortcut
+from zennas.space.kinds import BOTTLENECKS, Bottleneck, Shortcut
 from zennas.space.structure import Block
 
 

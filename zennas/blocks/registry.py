@@ -26,6 +26,14 @@ def register_block(name: str) -> Callable[[BlockBuilder], BlockBuilder]:
     return deco
 
 
+def unregister_block(name: str) -> BlockBuilder:
+    """Remove a registered builder (tests and plug-ins that registered one); returns it."""
+    try:
+        return _REGISTRY.pop(name)
+    except KeyError:
+        raise KeyError(f"no torch module registered for block type {name!r}") from None
+
+
 def get_block_builder(name: str) -> BlockBuilder:
     try:
         return _REGISTRY[name]

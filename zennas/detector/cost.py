@@ -40,10 +40,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from zennas.cost import BOTTLENECKS, check_size, costs
+from zennas.cost import check_size, costs
 from zennas.detector.graph import gfpn_graph
 from zennas.detector.settings import DetectorSettings
 from zennas.errors import SpecError
+from zennas.space.kinds import BLOCK_KINDS, on_kinds_change
+from zennas.space.layout import Conv, Op
 from zennas.space.structure import Block, Structure
 
 GN_GROUPS = 32  # GroupNorm groups of the GFL/ATSS heads (mmdet's defaults)
@@ -385,30 +387,37 @@ class DetectorTerm:
 
 
 # -- the backbone's convolutions alone -------------------------------------------------------------
-def _projects(block_type: str, cin: int, out: int, first: bool) -> bool:
-    """Whether a bottleneck unit has a 1x1 projection shortcut: the rule of :mod:`zennas.cost`."""
-    return BOTTLENECKS[block_type].shortcut(cin, out, first) == "projection"
+def _conv_macs(ops: tuple[Op, ...], area: float) -> tuple[float, float]:
+    """(conv MACs, output area) of ops applied in order to an input of relative ``area``."""
+    total = 0.0
+    for op in ops:
+        if isinstance(op, Conv):
+            area /= op.stride * op.stride
+            total += op.cin // op.groups * op.cout * op.kernel * op.kernel * area
+        else:  # a pool or space-to-depth: no MACs, a quarter of the area
+            area /= 4
+    return total, area
 
 
 @lru_cache(maxsize=1 << 16)
 def _block_macs_per_pixel(b: Block) -> float:
-    """Conv MACs of a block per pixel of its input (the same unit layout as :mod:`zennas.cost`)."""
-    k, s = b.kernel, b.stride
-    if b.type == "ConvKXBNRELU":
-        return b.in_channels * b.out_channels * k * k / (s * s)
-    if b.type == "S2D":
-        return (4 * b.in_channels * b.out_channels + (b.layers - 1) * b.out_channels**2 * k * k) / 4
-    btn = b.bottleneck or 0
-    depthwise = b.type == "SuperResK1DWK1"
+    """Conv MACs (main path and shortcuts) of a block per pixel of its input, from its kind's layout
+    (:mod:`zennas.space.layout`)."""
+    kind = BLOCK_KINDS.get(b.type)
+    if kind is None:
+        raise SpecError(f"no cost model for block type {b.type!r} (known: {', '.join(BLOCK_KINDS)})", field="type")
     total, area = 0.0, 1.0
-    for u in range(b.layers):
-        cin, su = (b.in_channels, s) if u == 0 else (b.out_channels, 1)
-        total += cin * btn * area  # 1x1 at the unit's input size
-        area /= su * su
-        total += (btn if depthwise else btn * btn) * k * k * area + btn * b.out_channels * area
-        if _projects(b.type, cin, b.out_channels, u == 0):
-            total += cin * b.out_channels * area
+    for u in kind.units(b):
+        for _ in range(u.repeat):
+            main, out_area = _conv_macs(u.main, area)
+            total += main
+            if u.shortcut:
+                total += _conv_macs(u.shortcut, area)[0]
+            area = out_area
     return total
+
+
+on_kinds_change(_block_macs_per_pixel.cache_clear)
 
 
 def backbone_conv_macs(structure: Structure, height: int, width: int) -> float:

@@ -6,20 +6,26 @@ fused or following it. An op is a point of a table: its :class:`TableKey` fixes 
 channel counts (the input feature-map size, kernel, stride, depthwise, activation), and its
 ``point`` gives the channels on the table's axes.
 
-Kinds (one per role, so each table is smooth in its channels):
+Kinds (one per role, so each table is smooth in its channels), derived from the block kind's layout
+(:mod:`zennas.space.layout`), so this module names no block type:
 
-- ``stem``: kxk conv + ReLU, ``cin`` fixed (in the key), axis ``cout``;
+- ``stem``: a conv of a stem kind (kxk conv + ReLU), ``cin`` fixed (in the key), axis ``cout``;
 - ``pw``: 1x1 conv + activation ``cin -> cout`` (a bottleneck unit's first conv), axes ``cin, cout``;
-- ``kxk``: kxk conv + activation ``c -> c`` (dense or depthwise; a unit's spatial conv, an S2D
-  refinement conv), axis ``c``;
-- ``pw_add``: a unit's last 1x1 conv ``cin -> cout``, plus the residual and the ReLU after it (the
-  runtime fuses the add into the conv), axes ``cin, cout``;
+  also a unit's last conv when the unit has no residual (its activation is the unit's);
+- ``kxk``: kxk conv + activation ``c -> c`` (a layout conv marked ``same_width``: dense or depthwise;
+  a unit's spatial conv, an S2D refinement conv), axis ``c``;
+- ``conv``: any other conv + activation ``cin -> cout`` (kxk, changing the width), axes ``cin, cout``;
+- ``pw_add``: a residual unit's last conv ``cin -> cout`` (no activation of its own), plus the
+  residual and the unit's activation after it (the runtime fuses the add into the conv), axes
+  ``cin, cout``;
 - ``proj``: the 1x1 conv of a projection shortcut, no activation, at the (pooled) output size;
 - ``pool``: the 2x2 average pool of a stride-2 shortcut, axis ``c``;
-- ``s2d``: space-to-depth x2 then 1x1 conv ``4*cin -> cout`` + SiLU, axes ``cin, cout``.
+- ``s2d``: space-to-depth x2 then the 1x1 conv ``4*cin -> cout`` + activation after it, axes
+  ``cin, cout``.
 
-:func:`block_ops` mirrors the block builders in :mod:`zennas.blocks` (a test checks the two agree);
-the shortcut of a bottleneck unit follows :func:`unit_shortcut`.
+A residual unit's ops are its main path but the last conv, then its shortcut, then ``pw_add``.
+:func:`block_ops` follows the layouts the block builders in :mod:`zennas.blocks` build (a test checks
+the two agree).
 """
 
 from __future__ import annotations
@@ -27,14 +33,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from zennas import cost as _cost
 from zennas.errors import SpecError
+from zennas.space.kinds import BLOCK_KINDS, BOTTLENECKS
+from zennas.space.layout import Conv, Pool, SpaceToDepth, Unit
 from zennas.space.structure import Block, Structure
 
-KINDS = ("stem", "pw", "kxk", "pw_add", "proj", "pool", "s2d")
+KINDS = ("stem", "pw", "kxk", "pw_add", "proj", "pool", "s2d", "conv")
 AXES: dict[str, tuple[str, ...]] = {  # the channel axes of each kind's table
     "stem": ("cout",), "kxk": ("c",), "pool": ("c",),
     "pw": ("cin", "cout"), "pw_add": ("cin", "cout"), "proj": ("cin", "cout"), "s2d": ("cin", "cout"),
+    "conv": ("cin", "cout"),
 }
 ACTS = ("relu", "silu", "none")
 
@@ -99,45 +107,84 @@ def unit_shortcut(block_type: str, cin: int, out: int, first: bool) -> str:
     """``projection`` (1x1 conv, after a 2x2 pool when strided), ``identity`` (the pool when strided)
     or ``none`` (no residual) for one unit of a bottleneck block.
 
-    The one rule is zennas.cost's (``BOTTLENECKS[type].shortcut``)."""
-    return str(_cost.BOTTLENECKS[block_type].shortcut(cin, out, first))
+    The one rule is the bottleneck kinds' (``zennas.space.kinds.BOTTLENECKS[type].shortcut``)."""
+    return str(BOTTLENECKS[block_type].shortcut(cin, out, first))
+
+
+def _conv_op(c: Conv, h: int, w: int, stem_cin: int | None, act: str | None = None,
+             role: str | None = None) -> Op:
+    """The table op of one conv: its role by the rules of the module docstring."""
+    act = c.act if act is None else act
+    if stem_cin is not None:
+        return Op(TableKey("stem", h, w, c.kernel, c.stride, False, act, stem_cin), (c.cout,))
+    if role is None:
+        role = "kxk" if c.same_width else ("pw" if c.kernel == 1 else "conv")
+    if role == "kxk":
+        return Op(TableKey("kxk", h, w, c.kernel, c.stride, c.depthwise, act), (c.cin,))
+    return Op(TableKey(role, h, w, c.kernel, c.stride, False, act), (c.cin, c.cout))
+
+
+def _unit_ops(b: Block, u: Unit, h: int, w: int, stem: bool) -> tuple[list[Op], int, int]:
+    ops: list[Op] = []
+    h0, w0 = h, w  # the unit's input, where its shortcut starts
+    main = list(u.main)
+    tail: Conv | None = None  # the main path's last conv, fused with the add / the unit's activation
+    if u.act != "none":
+        last = main.pop() if main else None
+        if not isinstance(last, Conv) or last.act != "none":
+            raise SpecError(f"no latency model for block type {b.type!r}: a unit's activation must follow "
+                            "a conv without one", field="type")
+        tail = last
+    j = 0
+    while j < len(main):
+        op = main[j]
+        if isinstance(op, SpaceToDepth):
+            nxt = main[j + 1] if j + 1 < len(main) else None
+            if not (isinstance(nxt, Conv) and nxt.kernel == 1 and nxt.stride == 1):
+                raise SpecError(f"no latency model for block type {b.type!r}: space-to-depth must be followed "
+                                "by a 1x1 conv", field="type")
+            if h % 2 or w % 2:
+                raise SpecError(f"{b.type} needs an even input size, got {h}x{w}", field="height")
+            ops.append(Op(TableKey("s2d", h, w, 1, 2, False, nxt.act), (op.channels, nxt.cout)))
+            h, w = h // 2, w // 2
+            j += 2
+            continue
+        if isinstance(op, Pool):
+            raise SpecError(f"no latency model for block type {b.type!r}: a pool on the main path",
+                            field="type")
+        ops.append(_conv_op(op, h, w, b.in_channels if stem else None))
+        h, w = out_size(h, op.stride), out_size(w, op.stride)
+        j += 1
+    if u.shortcut:  # on the unit's input, before the add the tail fuses
+        sh, sw = h0, w0
+        for op in u.shortcut:
+            if isinstance(op, Pool):
+                ops.append(Op(TableKey("pool", sh, sw, 2, 2, False, "none"), (op.channels,)))
+                sh, sw = out_size(sh, 2), out_size(sw, 2)
+            elif isinstance(op, Conv) and op.kernel == 1 and op.stride == 1 and op.act == "none":
+                ops.append(Op(TableKey("proj", sh, sw, 1, 1, False, "none"), (op.cin, op.cout)))
+            else:
+                raise SpecError(f"no latency model for block type {b.type!r}: a shortcut op other than the "
+                                "2x2 pool and a 1x1 conv", field="type")
+    if tail is not None:
+        ops.append(_conv_op(tail, h, w, None, u.act, "pw" if u.shortcut is None else "pw_add"))
+        h, w = out_size(h, tail.stride), out_size(w, tail.stride)
+    return ops, h, w
 
 
 def block_ops(b: Block, height: int, width: int) -> list[Op]:
-    """The ops of one block whose input is ``height x width``, in execution order."""
-    if b.type == "ConvKXBNRELU":
-        return [Op(TableKey("stem", height, width, b.kernel, b.stride, False, "relu", b.in_channels),
-                   (b.out_channels,))]
-    if b.type in ("SuperResK1KXK1", "SuperResK1DWK1"):
-        assert b.bottleneck is not None  # validated by Structure
-        dw = b.type == "SuperResK1DWK1"
-        btn, out = b.bottleneck, b.out_channels
-        ops: list[Op] = []
-        h, w, cin, s = height, width, b.in_channels, b.stride
-        for u in range(b.layers):
-            ho, wo = out_size(h, s), out_size(w, s)
-            ops.append(Op(TableKey("pw", h, w, 1, 1, False, "relu"), (cin, btn)))
-            ops.append(Op(TableKey("kxk", h, w, b.kernel, s, dw, "relu"), (btn,)))
-            sc = unit_shortcut(b.type, cin, out, u == 0)
-            if sc != "none" and s == 2:
-                ops.append(Op(TableKey("pool", h, w, 2, 2, False, "none"), (cin,)))
-            if sc == "projection":
-                ops.append(Op(TableKey("proj", ho, wo, 1, 1, False, "none"), (cin, out)))
-            if sc == "none":
-                ops.append(Op(TableKey("pw", ho, wo, 1, 1, False, "relu"), (btn, out)))
-            else:
-                ops.append(Op(TableKey("pw_add", ho, wo, 1, 1, False, "relu"), (btn, out)))
-            h, w, cin, s = ho, wo, out, 1
-        return ops
-    if b.type == "S2D":
-        if height % 2 or width % 2:
-            raise SpecError(f"S2D needs an even input size, got {height}x{width}", field="height")
-        ho, wo = height // 2, width // 2
-        ops = [Op(TableKey("s2d", height, width, 1, 2, False, "silu"), (b.in_channels, b.out_channels))]
-        ops += [Op(TableKey("kxk", ho, wo, b.kernel, 1, False, "silu"), (b.out_channels,))
-                for _ in range(b.layers - 1)]
-        return ops
-    raise SpecError(f"no latency model for block type {b.type!r}", field="type")
+    """The ops of one block whose input is ``height x width``, in execution order, derived from its
+    kind's layout (:mod:`zennas.space.layout`)."""
+    kind = BLOCK_KINDS.get(b.type)
+    if kind is None:
+        raise SpecError(f"no latency model for block type {b.type!r}", field="type")
+    ops: list[Op] = []
+    h, w = height, width
+    for u in kind.units(b):
+        for _ in range(u.repeat):
+            unit, h, w = _unit_ops(b, u, h, w, kind.stem)
+            ops += unit
+    return ops
 
 
 def block_sizes(structure: Structure, height: int, width: int) -> list[tuple[int, int]]:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from zennas.blocks.base import ConvNormAct
+from zennas.blocks.base import ConvNormAct, make_act
 from zennas.blocks.s2d import SpaceToDepthUnit
 from zennas.errors import SpecError
 from zennas.latency.ops import Op, out_size
@@ -113,7 +113,7 @@ def op_module(op: Op) -> tuple[Any, tuple[Any, ...], list[str]]:
     cin, cout = op.channels
     x = torch.randn(1, cin, k.height, k.width, generator=torch.Generator().manual_seed(0))
     m: nn.Module
-    if k.kind in ("stem", "pw", "proj"):
+    if k.kind in ("stem", "pw", "proj", "conv"):
         m = ConvNormAct(cin, cout, kernel=k.kernel, stride=k.stride, act=k.act)
     elif k.kind == "kxk":
         m = ConvNormAct(cin, cout, kernel=k.kernel, stride=k.stride, groups=cin if k.depthwise else 1, act=k.act)
@@ -124,20 +124,21 @@ def op_module(op: Op) -> tuple[Any, tuple[Any, ...], list[str]]:
     elif k.kind == "pw_add":
         r = torch.randn(1, cout, out_size(k.height, k.stride), out_size(k.width, k.stride),
                         generator=torch.Generator().manual_seed(1))
-        return ResidualTail(cin, cout).eval(), (x, r), ["x", "residual"]
+        return ResidualTail(cin, cout, kernel=k.kernel, stride=k.stride, act=k.act).eval(), (x, r), ["x", "residual"]
     else:  # pragma: no cover - KINDS is closed
         raise SpecError(f"unknown op kind {k.kind!r}", field="kind")
     return m.eval(), (x,), ["x"]
 
 
 class ResidualTail(nn.Module):
-    """A bottleneck unit's tail: conv3 (1x1 + BN, no activation) + the shortcut's output, then ReLU,
-    written as :class:`zennas.blocks.bottleneck.BottleneckUnit` writes it."""
+    """A residual unit's tail: its last conv (+ BN, no activation; a bottleneck's 1x1 conv3) + the
+    shortcut's output, then the unit's activation (ReLU), written as
+    :class:`zennas.blocks.bottleneck.BottleneckUnit` writes it."""
 
-    def __init__(self, cin: int, cout: int) -> None:
+    def __init__(self, cin: int, cout: int, *, kernel: int = 1, stride: int = 1, act: str = "relu") -> None:
         super().__init__()
-        self.conv3 = ConvNormAct(cin, cout, kernel=1, act="none")
-        self.act = nn.ReLU(inplace=True)
+        self.conv3 = ConvNormAct(cin, cout, kernel=kernel, stride=stride, act="none")
+        self.act = make_act(act)
 
     def forward(self, x: Tensor, residual: Tensor) -> Tensor:
         return self.act(self.conv3(x) + residual)  # (B, cout, H, W)

@@ -23,12 +23,16 @@ from typing import Any
 
 from zennas.cost import block_cost
 from zennas.score.base import DETECTION_WEIGHTS, ScoreResult, check_weights, weigh
+from zennas.space.kinds import on_kinds_change
 from zennas.space.structure import Block, Structure
 
 
 @lru_cache(maxsize=1 << 16)
 def _block_log_std(b: Block) -> float:
     return math.fsum(block_cost(b).log_std)
+
+
+on_kinds_change(_block_log_std.cache_clear)
 
 
 def stage_values(structure: Structure) -> tuple[float, ...]:

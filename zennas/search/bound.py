@@ -52,7 +52,7 @@ import numpy as np
 from zennas.cost import block_cost, costs
 from zennas.errors import SpecError
 from zennas.score.analytic import analytic_score
-from zennas.space.kinds import BLOCK_KINDS
+from zennas.space.kinds import BLOCK_KINDS, on_kinds_change
 from zennas.space.mutation import smart_round
 from zennas.space.space import SearchSpace
 from zennas.space.structure import Block, Structure
@@ -815,3 +815,9 @@ def _cached_bound(space: SearchSpace, start: Structure, flops: float | None, par
     their certificate: it is a pure function of these arguments."""
     return bound(space, start=start, budget_flops=flops, budget_params=params, budget_layers=layers,
                  height=height, width=width, weights=weights, sampler=sampler)
+
+
+# keyed by block type names: a kind that comes or goes drops them
+on_kinds_change(_ob_slices.cache_clear)
+on_kinds_change(_slices.cache_clear)
+on_kinds_change(_cached_bound.cache_clear)

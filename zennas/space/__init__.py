@@ -9,20 +9,31 @@ from zennas.space.formats import (
     parse_structure,
     to_tinynas,
 )
+from zennas.space.kinds import BLOCK_KINDS, BlockKind, register_block_kind, unregister_block_kind
+from zennas.space.layout import Conv, LayoutWriter, Pool, SpaceToDepth, Unit
 from zennas.space.structure import FORMAT_VERSION, Block, Neck, Structure
 
 __all__ = [
+    "BLOCK_KINDS",
     "FORMAT_VERSION",
     "Block",
+    "BlockKind",
+    "Conv",
+    "LayoutWriter",
     "Neck",
+    "Pool",
+    "SpaceToDepth",
     "Structure",
+    "Unit",
     "dump_structure",
     "dumps_tinynas",
     "from_tinynas",
     "from_zennas",
     "load_structure",
     "parse_structure",
+    "register_block_kind",
     "to_tinynas",
+    "unregister_block_kind",
 ]
 
 from zennas.space.mutation import Mutator, smart_round

@@ -18,16 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from zennas.errors import FormatError, StructureError
+from zennas.space.kinds import BLOCK_KINDS, tinynas_classes
 from zennas.space.structure import Block, Structure
 
-# TinyNAS class names (and aliases used by its releases) -> our block types.
-_TINYNAS_CLASSES = {
-    "ConvKXBNRELU": "ConvKXBNRELU",
-    "SuperResK1KXK1": "SuperResK1KXK1",
-    "SuperResConvK1KXK1": "SuperResK1KXK1",
-    "SuperResK1DWK1": "SuperResK1DWK1",
-    "S2D": "S2D",  # ours; exported under its own name (TinyNAS has no S2D block)
-}
 _TINYNAS_KEYS = {"class", "in", "out", "s", "k", "L", "btn"}
 
 
@@ -53,10 +46,11 @@ def from_tinynas(blocks: Any) -> Structure:
                 field=f"{where}.{unknown[0]}",
             )
         cls = raw.get("class")
-        btype = _TINYNAS_CLASSES.get(cls) if isinstance(cls, str) else None
+        classes = tinynas_classes()  # TinyNAS class names (and aliases used by its releases) -> our types
+        btype = classes.get(cls) if isinstance(cls, str) else None
         if btype is None:
             raise FormatError(
-                f"{where}.class {cls!r} is not supported (supported: {', '.join(_TINYNAS_CLASSES)})",
+                f"{where}.class {cls!r} is not supported (supported: {', '.join(classes)})",
                 field=f"{where}.class",
             )
         fields = {"in": raw.get("in"), "out": raw.get("out"), "stride": raw.get("s", 1), "kernel": raw.get("k")}
@@ -74,11 +68,13 @@ def _checked_block(doc: dict[str, Any], index: int) -> Block:
 
 
 def to_tinynas(structure: Structure) -> list[dict[str, Any]]:
-    """The structure as TinyNAS block dicts (stems without ``L``/``btn``, as TinyNAS writes them)."""
+    """The structure as TinyNAS block dicts (stems without ``L``/``btn``, as TinyNAS writes them; S2D and
+    other kinds of ours under their own names)."""
     out: list[dict[str, Any]] = []
     for b in structure.blocks:
         d: dict[str, Any] = {"class": b.type, "in": b.in_channels, "out": b.out_channels, "s": b.stride, "k": b.kernel}
-        if b.type != "ConvKXBNRELU":
+        kind = BLOCK_KINDS.get(b.type)
+        if kind is None or not kind.stem:
             d["L"] = b.layers
         if b.bottleneck is not None:
             d["btn"] = b.bottleneck

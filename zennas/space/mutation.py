@@ -41,9 +41,6 @@ def smart_round(x: float, base: int = 8) -> int:
     return max(base, round(x / base) * base)
 
 
-_CONVS_PER_UNIT = {name: k.convs_per_unit for name, k in BLOCK_KINDS.items()}
-
-
 def _block(fields: tuple[str, int, int, int, int, int, int | None]) -> Block:
     return tuple.__new__(Block, fields)
 
@@ -105,6 +102,7 @@ class Mutator:
                              for name, f in self._fields.items()}
         self._stems = frozenset(name for name, kind in BLOCK_KINDS.items() if kind.stem)
         self._max_layers = {name: kind.max_layers for name, kind in BLOCK_KINDS.items()}
+        self._convs_per_unit = {name: kind.convs_per_unit for name, kind in BLOCK_KINDS.items()}  # the kinds now
 
         self._layer_choices: dict[int, tuple[int, ...]] = {}  # current layers -> the values a change may give
         self._parent_layers: dict[Structure, int] = {}
@@ -186,7 +184,7 @@ class Mutator:
         if n is None:
             if len(self._parent_layers) >= 1 << 12:
                 self._parent_layers.clear()  # bounded: members come and go
-            n = self._parent_layers[s] = sum([_CONVS_PER_UNIT[b.type] * b.layers for b in s.blocks])
+            n = self._parent_layers[s] = sum([self._convs_per_unit[b.type] * b.layers for b in s.blocks])
         return n
 
     def _shrink(self, b: Block, idx: int) -> Block:
@@ -208,7 +206,7 @@ class Mutator:
         blocks = parent.blocks
         n = len(blocks)
         last_pick = n - 1 if self.rules.pick == "reference" else n
-        cpu = _CONVS_PER_UNIT
+        cpu = self._convs_per_unit
         budget = self.budget_layers
         layers = self._layers_of(parent) if budget is not None else 0
         shrink = self._plan.shrink_needed
