@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     max_score_repeat: int = Field(default=16, ge=1)
     max_threads: int = Field(default=16, ge=1)  # torch threads a score or latency setting may ask for
     max_latency_runs: int = Field(default=100, ge=1)
+    # what one search's sampler may hold for its trial history (NSGA-II keeps every trial: ~8 KiB each)
+    max_history_memory: ByteSize = Field(default=ByteSize(1 << 30), gt=0)
     # POST /v1/score: forward passes run in worker processes, never in the HTTP process
     score_workers: int = Field(default=2, ge=1)  # worker processes (each runs one evaluation at a time)
     score_timeout_seconds: float = Field(default=60.0, gt=0)  # a slower evaluation is stopped (503)
@@ -96,7 +98,8 @@ class Settings(BaseSettings):
         return Limits(memory_bytes=int(self.max_score_memory), gmacs=self.max_score_gmacs, blocks=self.max_blocks,
                       units=self.max_units, channels=self.max_channels, kernel=self.max_kernel,
                       resolution=self.max_resolution, batch=self.max_score_batch, repeat=self.max_score_repeat,
-                      threads=self.max_threads, latency_runs=self.max_latency_runs)
+                      threads=self.max_threads, latency_runs=self.max_latency_runs,
+                      history_bytes=int(self.max_history_memory))
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -100,6 +100,8 @@ SEARCH_CASES: list[tuple[str, dict[str, Any], int, str]] = [
     ("latency-ms-tiny", {"json": {"budgets": {"latency_ms": 1e-300}}}, 422, "budgets.latency_ms"),
     ("latency-ms-huge", {"json": {"budgets": {"latency_ms": 1e30}}}, 422, "budgets.latency_ms"),
     ("layers-1e30", {"json": {"budgets": {"layers": 1e30}}}, 422, "budgets.layers"),
+    # NSGA-II's Optuna study keeps every trial (~8 KiB): 1M iterations would hold ~8 GiB (limit 1 GiB)
+    ("nsga2-history", {"json": {"sampler": "nsga2", "iterations": 1_000_000}}, 422, "iterations"),
     ("seed-string", {"json": {"seed": "3"}}, 422, "seed"),
     ("seed-true", {"json": {"seed": True}}, 422, "seed"),
     ("space-doc-name-long", {"json": {"space_doc": named("x" * 300)}}, 422, "space_doc.name"),

@@ -246,3 +246,17 @@ def test_search_rejects_candidates_over_the_limits(tmp_path: Path) -> None:
     assert any(r["reason"] == "memory" for r in rejected)
     for r in rejected:  # never sent to the backend: no worker, no attempt
         assert r["worker"] == "driver" and r["attempts"] == 0 and r["score"] is None, r
+
+
+def test_nsga2_history_is_refused_past_the_limit() -> None:
+    """NSGA-II holds every trial in Optuna's in-memory study: past limits.history_bytes / 8 KiB
+    iterations the search is refused, naming iterations; the evolution is never refused for it."""
+    from zennas.admission import NSGA2_TRIAL_BYTES, AdmissionError, Limits, admit_history
+    from zennas.search import SearchSpec
+
+    limits = Limits(history_bytes=100 * NSGA2_TRIAL_BYTES)
+    admit_history(SearchSpec(sampler="nsga2", iterations=100), limits)
+    with pytest.raises(AdmissionError) as e:
+        admit_history(SearchSpec(sampler="nsga2", iterations=101), limits)
+    assert e.value.field == "iterations" and "at most 100 iterations" in e.value.message
+    admit_history(SearchSpec(sampler="evolution", iterations=10**6), limits)

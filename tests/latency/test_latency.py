@@ -66,6 +66,34 @@ def test_ops_follow_the_builder() -> None:
         assert sum(op.key.kind == "pool" for op in ops) == pools, b
 
 
+def test_repeated_units_are_counted_as_every_unit_run() -> None:
+    """``block_unit_runs`` writes a run of identical units once with its count: expanded, it is the
+    unit-by-unit list of every repetition (written out here from the layout), in execution order."""
+    import random
+
+    from zennas.latency.ops import _unit_ops, block_unit_runs
+    from zennas.space.kinds import BLOCK_KINDS
+
+    rng = random.Random(0)
+    for _ in range(200):
+        typ = rng.choice(["SuperResK1KXK1", "SuperResK1DWK1", "S2D"])
+        cin, out = rng.choice([8, 16, 24, 64]), rng.choice([8, 16, 32, 64])
+        b = Block(typ, cin, out, 2 if typ == "S2D" else rng.choice([1, 2]), rng.choice([3, 5]),
+                  rng.randint(1, 6), None if typ == "S2D" else rng.choice([8, 16, 32]))
+        h = w = rng.choice([16, 32, 64])
+        every = []
+        kind = BLOCK_KINDS[typ]
+        for u in kind.units(b):
+            for _ in range(u.repeat):
+                ops, h, w = _unit_ops(b, u, h, w, kind.stem)
+                every += ops
+        h = w = every[0].key.height
+        runs = block_unit_runs(b, h, w)
+        assert len(runs) <= 3  # the first unit, then one run of the rest (S2D: its conv, then its refinements)
+        expanded = [op for unit, n in runs for _ in range(n) for op in unit]
+        assert expanded == every == block_ops(b, h, w), b
+
+
 def test_hand_checked_decomposition_and_prediction(ort_profile: Path) -> None:
     """The prediction is the sum over ops of (scale * (table term - empty call) + per-op cost), plus
     the offset, over the ops written out here by hand for TINY at 64x64."""

@@ -172,19 +172,29 @@ def _unit_ops(b: Block, u: Unit, h: int, w: int, stem: bool) -> tuple[list[Op], 
     return ops, h, w
 
 
-def block_ops(b: Block, height: int, width: int) -> list[Op]:
-    """The ops of one block whose input is ``height x width``, in execution order, derived from its
-    kind's layout (:mod:`zennas.space.layout`)."""
+def block_unit_runs(b: Block, height: int, width: int) -> list[tuple[list[Op], int]]:
+    """The ops of one block whose input is ``height x width``, derived from its kind's layout
+    (:mod:`zennas.space.layout`), as runs of identical units in execution order: (one unit's ops, how
+    many times it runs). A unit repeated at stride 1 runs the same ops again at the same size."""
     kind = BLOCK_KINDS.get(b.type)
     if kind is None:
         raise SpecError(f"no latency model for block type {b.type!r}", field="type")
-    ops: list[Op] = []
+    out: list[tuple[list[Op], int]] = []
     h, w = height, width
     for u in kind.units(b):
-        for _ in range(u.repeat):
-            unit, h, w = _unit_ops(b, u, h, w, kind.stem)
-            ops += unit
-    return ops
+        left = u.repeat
+        while left:
+            unit, ho, wo = _unit_ops(b, u, h, w, kind.stem)
+            n = left if (ho, wo) == (h, w) else 1  # same size in, same size out: the rest are the same
+            out.append((unit, n))
+            left -= n
+            h, w = ho, wo
+    return out
+
+
+def block_ops(b: Block, height: int, width: int) -> list[Op]:
+    """The ops of one block whose input is ``height x width``, in execution order (every unit)."""
+    return [op for unit, n in block_unit_runs(b, height, width) for _ in range(n) for op in unit]
 
 
 def block_sizes(structure: Structure, height: int, width: int) -> list[tuple[int, int]]:

@@ -27,7 +27,7 @@ from bisect import bisect_left
 from itertools import product
 
 from zennas.cost import BlockCost
-from zennas.latency.ops import Op, TableKey, block_ops, block_sizes
+from zennas.latency.ops import Op, TableKey, block_sizes, block_unit_runs
 from zennas.latency.profile import Profile, ProfileError
 from zennas.search.evaluate import Position, Term
 from zennas.space.structure import Block, Structure
@@ -117,7 +117,8 @@ class Predictor:
         if v is None:
             if len(self._blocks) >= 1 << 18:
                 self._blocks.clear()  # bounded: a long search keeps making new blocks
-            v = self._blocks[key] = math.fsum(self.op_ms(op) for op in block_ops(b, height, width))
+            v = self._blocks[key] = math.fsum(n * self.op_ms(op) for unit, n in block_unit_runs(b, height, width)
+                                              for op in unit)
         return v
 
     def ops_ms(self, s: Structure, height: int | None = None, width: int | None = None) -> float:
