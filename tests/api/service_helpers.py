@@ -200,3 +200,23 @@ def assert_problem(r: httpx.Response, status: int | tuple[int, ...], field: str 
         assert body.get("errors"), body
         assert body["errors"][0]["field"] == field, body
     return body
+
+
+def checkpointed(engine: sa.Engine, jid: str) -> int:
+    """Trials the job's last checkpoint holds (0: none yet)."""
+    with engine.connect() as c:
+        n = c.execute(sa.text("SELECT n_trials FROM search_checkpoints WHERE search_id = :i"), {"i": jid}).scalar()
+    return int(n or 0)
+
+
+def wait_mid_search(client: httpx.Client, engine: sa.Engine, jid: str, n: int, deadline: float) -> None:
+    """Poll until the job of ``n`` iterations runs between 20 % and 80 % with a checkpoint stored."""
+    at = saved = 0
+    while time.monotonic() < deadline:
+        j = client.get(f"/v1/searches/{jid}").json()
+        at, saved = (j.get("progress") or {}).get("iteration", 0), checkpointed(engine, jid)
+        assert j["state"] in ("queued", "running"), j
+        if saved > 0 and 0.2 * n <= at <= 0.8 * n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"never between 20 % and 80 % with a checkpoint (at {at}, saved {saved})")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from service_helpers import DBS, base_env, make_engine, wait_state
+from service_helpers import DBS, base_env, checkpointed, make_engine, wait_mid_search, wait_state
 
 pytestmark = pytest.mark.slow
 
@@ -35,12 +35,6 @@ def reference(spec: dict[str, Any]) -> Future[dict[str, Any]]:
         return _refs[key]
 
 
-def checkpointed(engine: sa.Engine, jid: str) -> int:
-    with engine.connect() as c:
-        n = c.execute(sa.text("SELECT n_trials FROM search_checkpoints WHERE search_id = :i"), {"i": jid}).scalar()
-    return int(n or 0)
-
-
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("kind", DBS)
 def test_sigkill_mid_search_then_restart_resumes_exactly(kind: str, databases: Any, spawn: Any, tmp_path: Any) -> None:
@@ -59,18 +53,8 @@ def test_sigkill_mid_search_then_restart_resumes_exactly(kind: str, databases: A
         # wait until it is between 20 % and 80 % done, with at least one checkpoint stored
         n = SPEC["iterations"]
         deadline = time.monotonic() + 120
-        at = saved = 0
         with first.client() as c:
-            while time.monotonic() < deadline:
-                j = c.get(f"/v1/searches/{jid}").json()
-                at = (j.get("progress") or {}).get("iteration", 0)
-                saved = checkpointed(engine, jid)
-                assert j["state"] in ("queued", "running"), j
-                if saved > 0 and 0.2 * n <= at <= 0.8 * n:
-                    break
-                time.sleep(0.05)
-            else:
-                raise AssertionError(f"never between 20 % and 80 % with a checkpoint (at {at}, saved {saved})")
+            wait_mid_search(c, engine, jid, n, deadline)
         first.kill()  # SIGKILL: uvicorn and the dispatcher die mid-generation, no drain
         assert not first.alive()
         with engine.connect() as conn:

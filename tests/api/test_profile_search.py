@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from service_helpers import DBS, assert_problem, base_env, make_engine, wait_state
+from service_helpers import DBS, assert_problem, base_env, checkpointed, make_engine, wait_mid_search, wait_state
 
 pytest.importorskip("scipy")
 pytestmark = pytest.mark.slow
@@ -118,12 +118,6 @@ def test_submission_refuses_what_the_search_cannot_use(service: Any, profile_doc
         assert after == before  # nothing was queued
 
 
-def _checkpointed(engine: sa.Engine, jid: str) -> int:
-    with engine.connect() as c:
-        n = c.execute(sa.text("SELECT n_trials FROM search_checkpoints WHERE search_id = :i"), {"i": jid}).scalar()
-    return int(n or 0)
-
-
 def _deterministic(lat: dict[str, Any]) -> list[tuple[Any, ...]]:
     """What a verification's record holds that does not depend on the device's timings."""
     return [(c["number"], c["score"], c["predicted_ms"], c["structure"]) for c in lat["candidates"]]
@@ -154,19 +148,9 @@ def test_kill_then_resume_uses_the_pinned_profile(kind: str, databases: Any, spa
             assert r.status_code == 202, r.text
             jid = r.json()["id"]
             stored_spec = r.json()["spec"]
-            deadline = time.monotonic() + 120
-            at = saved = 0
-            while time.monotonic() < deadline:
-                j = c.get(f"/v1/searches/{jid}").json()
-                at, saved = (j.get("progress") or {}).get("iteration", 0), _checkpointed(engine, jid)
-                assert j["state"] in ("queued", "running"), j
-                if saved > 0 and 0.2 * n <= at <= 0.8 * n:
-                    break
-                time.sleep(0.05)
-            else:
-                raise AssertionError(f"never between 20 % and 80 % with a checkpoint (at {at}, saved {saved})")
+            wait_mid_search(c, engine, jid, n, time.monotonic() + 120)
         first.kill()  # SIGKILL: no drain
-        assert 0 < _checkpointed(engine, jid) < n
+        assert 0 < checkpointed(engine, jid) < n
 
         original = profile_from_dict(profile_doc)
         assert original.overhead is not None
