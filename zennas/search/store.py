@@ -35,7 +35,6 @@ from zennas.search.rows import (
 from zennas.space.structure import Structure
 
 metadata = sa.MetaData()
-SQLITE_ROWS_PER_INSERT = 2730  # rows per SQLite INSERT (x 12 parameters; fewer where its build binds fewer)
 
 search_checkpoints = sa.Table(
     "search_checkpoints",
@@ -187,11 +186,11 @@ class SearchStore:
 
     def _insert_trials(self, connection: Any, search_id: str, trials: Sequence[TrialRow]) -> None:
         """Plain DBAPI parameters (SQLAlchemy's per-row parameter processing costs more than the
-        search spends making the trial). SQLite: multi-row INSERTs of up to SQLITE_ROWS_PER_INSERT
-        rows: this runs on the store-writer thread, which needs the GIL back after every statement
-        and waits up to a switch interval (5 ms) for the search's thread to give it up, so
-        executemany's statement per row kept a 4,096-row batch waiting ~70 ms; PostgreSQL: one
-        executemany (psycopg pipelines it)."""
+        search spends making the trial). PostgreSQL: one executemany (psycopg pipelines it). SQLite:
+        multi-row INSERTs, as many rows a statement as its build binds parameters (2,730 rows at the
+        default 32,766). This runs on the store-writer thread, which needs the GIL back after every
+        statement and waits up to a switch interval (5 ms) for the search's thread to give it up:
+        executemany's statement per row took ~87 ms of wall for ~20 ms of CPU a 4,096-row batch."""
         cols = f"INSERT INTO {search_trials.name} (search_id, {', '.join(TrialRow._fields)}) VALUES "
         width = len(TrialRow._fields) + 1
         if connection.dialect.paramstyle != "qmark":
@@ -199,16 +198,11 @@ class SearchStore:
                                        [(search_id, *t) for t in trials])
             return
         one = "(" + ", ".join("?" * width) + ")"
-        dbapi = connection.connection.driver_connection
-        n = max(1, min(SQLITE_ROWS_PER_INSERT, dbapi.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
-        cursor = dbapi.cursor()
-        try:
-            for i in range(0, len(trials), n):
-                chunk = trials[i:i + n]
-                params = [v for t in chunk for v in (search_id, *t)]
-                cursor.execute(cols + ", ".join([one] * len(chunk)), params)
-        finally:
-            cursor.close()
+        n = connection.connection.driver_connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width
+        for i in range(0, len(trials), n):
+            chunk = trials[i:i + n]
+            connection.exec_driver_sql(cols + ", ".join([one] * len(chunk)),
+                                       tuple(v for t in chunk for v in (search_id, *t)))
 
     def _guard(self, connection: Any, cp: Checkpoint, nbytes: int = 0) -> None:
         """Runs first inside the write's transaction; a subclass raises to refuse the write.
