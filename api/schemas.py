@@ -70,6 +70,8 @@ class LatencyIn(BaseModel):
     verify: str = Field(  # checked by the spec (zennas.search.spec.VERIFY_MODES): a 422 naming latency.verify
         "until-met", max_length=16, description="with a profile: measure the top candidates in rank order until one meets the "
                                  "budget (the same winner, fewer measurements), or all of them")
+    speculate: bool = Field(True, description="with a profile: start measuring the top candidates while the search "
+                            "runs, on the otherwise idle measuring worker (the verification reuses them)")
 
 
 class SearchCreate(BaseModel):

@@ -140,6 +140,7 @@ def search(
     latency_profile: Annotated[Path | None, typer.Option(help="device latency profile (zennas profile build): predict each candidate's latency, verify the top-k on the device")] = None,
     verify_top_k: Annotated[int, typer.Option(help="with --latency-profile: top candidates measured on the device at the end")] = 8,
     verify: Annotated[str, typer.Option(help="with --latency-profile: until-met (stop once a candidate meets the budget: the same winner) | all (measure all top-k)")] = "until-met",
+    speculate: Annotated[bool, typer.Option(help="with --latency-profile: measure the top candidates while the search runs, on a core it leaves idle")] = True,
     latency_resource: Annotated[str | None, typer.Option(help="Ray resource label of the latency-measuring nodes")] = None,
     population: Annotated[int, typer.Option(help="population size")] = 256,
     iterations: Annotated[int, typer.Option(help="candidates to evaluate")] = 100_000,
@@ -199,7 +200,7 @@ def search(
         objectives=tuple(objective or ["flops"]), seed=seed,
         start=load_structure(start) if start is not None else None,
         latency=LatencySpec(resource=latency_resource, profile=str(latency_profile) if latency_profile else None,
-                            verify_top_k=verify_top_k, verify=verify),
+                            verify_top_k=verify_top_k, verify=verify, speculate=speculate),
     )
     db = checkpoint if checkpoint is not None else (out / "search.db" if out is not None else None)
     # no database given: no trial history is kept (the search holds none in memory either)
@@ -271,12 +272,13 @@ def _print_verification(lat: dict[str, Any]) -> None:
     p = lat["profile"]
     print(f"  latency predicted by {p['ref']} ({p['runtime']}, {p['threads']} thread(s), batch {p['batch']}); "
           f"{lat.get('measured', len(lat['candidates']))} of the top {len(lat['candidates'])} measured on the device "
-          f"in {lat['seconds']:.1f} s:")
+          f"({lat.get('measured_during_search', 0)} while the search ran), {lat['seconds']:.1f} s after it:")
     print("     #  trial      score  predicted ms  measured ms   error  budget")
     for c in lat["candidates"]:
         m = "-" if c["measured_ms"] is None else f"{c['measured_ms']:.3f}"
         e = "" if c["error"] is None else f"{100 * c['error']:+.1f}%"
-        mark = " <- winner" if c["rank"] == lat["winner"] else ""
+        mark = (", while the search ran" if c.get("speculative") else "") + \
+            (" <- winner" if c["rank"] == lat["winner"] else "")
         print(f"    {c['rank']:2d} {c['number']:6d} {c['score']:10.3f} {c['predicted_ms']:13.3f} {m:>12} "
               f"{e:>7}  {verdict(c)}{mark}")
     for w in lat["warnings"]:

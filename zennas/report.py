@@ -373,7 +373,8 @@ def _latency_table(lat: Mapping[str, Any] | None) -> str:
     head = (f"<h2>Latency on the device</h2><p>Predicted by the profile <code>{_esc(p.get('ref', '?'))}</code> "
             f"({_esc(p.get('runtime', '?'))}, {_esc(p.get('threads', '?'))} thread(s), batch {_esc(p.get('batch', '?'))}); "
             f"{lat.get('measured', len(lat['candidates']))} of the top {len(lat['candidates'])} candidates measured "
-            f"in {_num(lat.get('seconds'), 3)} s, budget "
+            f"({lat.get('measured_during_search', 0)} while the search ran), {_num(lat.get('seconds'), 3)} s after it, "
+            "budget "
             f"{_num(lat.get('budget_ms'))} ms. The result is the best-scoring one whose measured latency meets it.</p>"
             "<table class='latency'><thead><tr>" + "".join(f"<th scope='col'>{h}</th>" for h in (
                 "#", "trial", "score", "predicted ms", "measured ms", "p10–p90 ms", "error", "budget"))
@@ -385,7 +386,8 @@ def _latency_table(lat: Mapping[str, Any] | None) -> str:
         err = "–" if c.get("error") is None else f"{100 * c['error']:+.1f} %"
         spread = "–" if c.get("measured_p10_ms") is None else \
             f"{c['measured_p10_ms']:.3f}–{c.get('measured_p90_ms') or 0.0:.3f}"
-        mark = " (result)" if c.get("rank") == lat.get("winner") else ""
+        mark = (", while the search ran" if c.get("speculative") else "") + \
+            (" (result)" if c.get("rank") == lat.get("winner") else "")
         rows.append(f"<tr><td class='n'>{_esc(c.get('rank'))}</td><td class='n'>{_esc(c.get('number'))}</td>"
                     f"<td class='n'>{_num(c.get('score'))}</td><td class='n'>{_num(c.get('predicted_ms'))}</td>"
                     f"<td class='n'>{_num(c.get('measured_ms'))}</td><td class='n'>{_esc(spread)}</td>"

@@ -231,12 +231,13 @@ function latencyTable(lat) {
     h('td', {}, c.rank), h('td', {}, c.number), h('td', { class: 'num' }, fmtNum(c.score)),
     h('td', { class: 'num' }, fmtNum(c.predicted_ms)), h('td', { class: 'num' }, fmtNum(c.measured_ms)),
     h('td', { class: 'num' }, c.error === null || c.error === undefined ? '–' : `${(100 * c.error).toFixed(1)} %`),
-    h('td', {}, (c.skipped ? 'not measured (a better-ranked one met it)' : (c.meets_budget ? 'meets' : 'over'))
+    h('td', {}, (c.verdict || '–') + (c.speculative ? ', while the search ran' : '')
       + (c.rank === lat.winner ? ' (result)' : ''))));
   return h('section', { class: 'panel', 'aria-labelledby': 'latency-h', id: 'latency-panel' },
     h('h2', { id: 'latency-h' }, 'Latency on the device'),
     h('p', { class: 'muted' }, `Predicted by profile ${p.ref || '?'} (${p.runtime || '?'}, ${p.threads ?? '?'} thread(s), `
-      + `batch ${p.batch ?? '?'}); ${lat.measured ?? rows.length} of the top ${rows.length} candidates measured in ${fmtNum(lat.seconds, 3)} s against a budget of `
+      + `batch ${p.batch ?? '?'}); ${lat.measured ?? rows.length} of the top ${rows.length} candidates measured `
+      + `(${lat.measured_during_search ?? 0} while the search ran), ${fmtNum(lat.seconds, 3)} s after it, against a budget of `
       + `${fmtNum(lat.budget_ms)} ms. The result is the best-scoring one whose measured latency meets it.`),
     h('div', { class: 'table-wrap' }, h('table', { class: 'structure-table', id: 'latency-table' },
       h('caption', { class: 'visually-hidden' }, 'Predicted and measured latency of the verified candidates'),

@@ -349,13 +349,15 @@ def test_verification_stops_once_the_winner_is_known(ort_profile: Path) -> None:
     prof = load_profile(ort_profile)
     # loose (timings on a loaded 2-core machine run 1.5x over the table): some candidate must meet it
     budget = 3.0 * Predictor(prof).predict(get_space("detection-k1kxk1").start)
+    # (nothing measured while the search runs: the order of the measurements is what is checked)
     full = Search(_spec(budgets=Budgets(latency_ms=budget),
-                        latency={"verify_top_k": 4, "verify": "all"}), profile=prof).run()  # type: ignore[arg-type]
+                        latency={"verify_top_k": 4, "verify": "all", "speculate": False}),
+                  profile=prof).run()  # type: ignore[arg-type]
     lat_all = full.latency
     assert lat_all is not None and lat_all["measured"] == len(lat_all["candidates"]) >= 3
     assert not any(c["skipped"] for c in lat_all["candidates"])
     quick = Search(_spec(budgets=Budgets(latency_ms=budget),
-                         latency={"verify_top_k": 4}), profile=prof).run()  # type: ignore[arg-type]
+                         latency={"verify_top_k": 4, "speculate": False}), profile=prof).run()  # type: ignore[arg-type]
     lat = quick.latency
     assert lat is not None and lat["verify"] == "until-met" and lat["winner"] is not None
     # the same search: the same top-k, in the same rank order
@@ -483,7 +485,177 @@ def test_the_verification_runs_no_measurement_over_the_services_limits(ort_profi
     with pytest.raises(LatencyBudgetError) as e:
         Search(tiny, profile=prof).run()  # type: ignore[arg-type]
     assert "could not be measured" in e.value.message and "over this service's compute limit" in e.value.message
-    result = Search(dc.replace(spec, limits=Limits()), profile=prof).run()  # type: ignore[type-var,arg-type]
+    quiet = dc.replace(spec, latency=dc.replace(spec.latency, speculate=False))  # type: ignore[attr-defined]
+    result = Search(dc.replace(quiet, limits=Limits()), profile=prof).run()  # type: ignore[type-var,arg-type]
     lat = result.latency  # within the limits: measured (up to the winner; the rest not needed)
     assert lat is not None and lat["winner"] == 0
     assert lat["candidates"][0]["measured_ms"] and all(c["skipped"] for c in lat["candidates"][1:])
+
+
+class _Counting:
+    """A backend that counts what it is asked to measure (the local measuring process underneath)."""
+
+    def __init__(self) -> None:
+        from zennas.search.task import WarmProcess
+
+        self.inner, self.asked = WarmProcess(), []  # type: ignore[var-annotated]
+        self.name = "counting"
+
+    def evaluate(self, tasks: list[dict[str, object]]) -> list[dict[str, object]]:
+        self.asked += [t["number"] for t in tasks]
+        return self.inner.evaluate(tasks)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_the_speculator_measures_the_top_in_rank_order_and_the_verification_reuses_it(ort_profile: Path) -> None:
+    """While a search runs, the top candidates are measured best-ranked first, as the top changes;
+    ``until-met`` stops at one that meets the budget; the verification at the end measures only what
+    is missing, and the same winner comes out."""
+    import time
+
+    from zennas.latency.sample import sample_structures
+    from zennas.search.rows import encode
+    from zennas.search.verify import LatencyBudgetError, Speculator, verify
+
+    prof = load_profile(ort_profile)
+    pred = Predictor(prof)
+    space = get_space("detection-k1kxk1")
+    a, b, c = sample_structures(space, 3, seed=0, height=RES, width=RES)
+
+    def items(*xs: tuple[int, Structure]) -> list[list[object]]:
+        return [[10.0 - i, n, encode(s)] for i, (n, s) in enumerate(xs)]
+
+    def measured(sp: Speculator, n: int) -> dict[int, dict[str, object]]:
+        while len(sp.done) < n:  # the measurements land (bounded by the test's timeout), then it idles
+            time.sleep(0.05)
+        return sp.finish()
+
+    backend = _Counting()
+    try:
+        sp = Speculator(backend, prof, None, runs=2, warmup=1, resource=None)  # no budget: every one meets it
+        sp.offer(items((1, a), (2, b)))
+        assert set(measured(sp, 1)) == {1}  # the best-ranked met the budget: rank 1 not needed
+        sp = Speculator(backend, prof, None, runs=2, warmup=1, resource=None)
+        sp.offer(items((3, c), (1, a), (2, b)))  # a new best: measured next
+        known = measured(sp, 1)
+        assert set(known) == {3} and backend.asked == [1, 3]
+        cands = [(3, 10.0, c, pred.predict(c)), (1, 9.0, a, pred.predict(a)), (2, 8.0, b, pred.predict(b))]
+        rec = verify(cands, prof, None, backend, runs=2, warmup=1, resource=None, known=known)
+        assert backend.asked == [1, 3]  # nothing measured again
+        assert rec["winner"] == 0 and rec["measured_during_search"] == 1 and rec["candidates"][0]["speculative"]
+        assert [x["verdict"] for x in rec["candidates"]][1:] == ["not measured (a better-ranked candidate met the "
+                                                                 "budget)"] * 2
+        # a budget nobody meets: each is measured in rank order, and the verification has nothing left to do
+        sp = Speculator(backend, prof, 1e-6, runs=2, warmup=1, resource=None)
+        sp.offer(items((3, c), (1, a), (2, b)))
+        known = measured(sp, 3)  # all three in rank order, then idle
+        assert backend.asked == [1, 3, 3, 1, 2]
+        with pytest.raises(LatencyBudgetError) as e:
+            verify(cands, prof, 1e-6, backend, runs=2, warmup=1, resource=None, known=known)
+        assert backend.asked == [1, 3, 3, 1, 2] and "closest is candidate" in e.value.message
+    finally:
+        backend.close()
+
+
+def test_a_search_measures_while_it_runs_and_reports_it(ort_profile: Path) -> None:
+    """A predicted search whose last generation the measuring process catches up with (the test's
+    progress callback waits for it at the final event, as a search longer than one measurement
+    would): its top candidates are measured while it runs, the verification reuses them and measures
+    nothing more, and the winner is the best-ranked candidate that meets the budget with every
+    better-ranked one measured and over it."""
+    import multiprocessing as mp
+    import time
+
+    from zennas.search import Budgets, Search
+
+    prof = load_profile(ort_profile)
+    budget = 3.0 * Predictor(prof).predict(get_space("detection-k1kxk1").start)
+    spec = _spec(budgets=Budgets(latency_ms=budget), latency={"verify_top_k": 3, "runs": 2, "warmup": 1})
+    search: Search | None = None
+
+    def catch_up(ev: dict[str, object]) -> None:
+        sp = search._speculator if search is not None else None
+        while ev.get("finished") and sp is not None and not sp.idle():
+            time.sleep(0.05)
+
+    search = Search(spec, profile=prof, progress=catch_up, progress_interval=1e9)  # type: ignore[arg-type]
+    result = search.run()
+    lat = result.latency
+    assert lat is not None and lat["winner"] is not None
+    w = lat["winner"]
+    assert all(not c["skipped"] and not c["meets_budget"] for c in lat["candidates"][:w])
+    assert lat["candidates"][w]["measured_ms"] <= budget
+    # every candidate up to the winner was measured while the search ran: none after it
+    assert all(c["speculative"] for c in lat["candidates"][:w + 1])
+    assert lat["measured_during_search"] >= w + 1 and lat["seconds_during_search"] > 0
+    assert lat["measured"] == sum(not c["skipped"] for c in lat["candidates"])
+    assert lat["seconds"] < lat["seconds_during_search"]  # no measurement after the search
+    assert not mp.active_children()
+    # off: nothing measured before the search ends
+    quiet = _spec(budgets=Budgets(latency_ms=budget), latency={"verify_top_k": 3, "speculate": False})
+    lat2 = Search(quiet, profile=prof).run().latency  # type: ignore[arg-type]
+    assert lat2 is not None and lat2["measured_during_search"] == 0
+    assert not any(c["speculative"] for c in lat2["candidates"])
+    from zennas.errors import SpecError
+
+    with pytest.raises(SpecError) as bad:
+        _spec(latency={"speculate": "yes"})
+    assert bad.value.field == "latency.speculate"
+
+
+def test_a_stopped_search_leaves_no_measuring_process(ort_profile: Path) -> None:
+    import multiprocessing as mp
+
+    from zennas.search import Budgets, Search
+
+    prof = load_profile(ort_profile)
+    budget = 3.0 * Predictor(prof).predict(get_space("detection-k1kxk1").start)
+    calls = [0]
+
+    def stop() -> bool:
+        calls[0] += 1
+        return calls[0] > 3
+
+    s = Search(_spec(budgets=Budgets(latency_ms=budget), iterations=10_000), profile=prof,  # type: ignore[arg-type]
+               should_stop=stop)
+    s.run()
+    assert s.stopped and not mp.active_children()
+
+
+def test_no_measuring_beside_the_search_without_a_spare_core() -> None:
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from zennas.search.verify import spare_core; print(spare_core(1), spare_core(0))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.stdout.split() == ["False", "True"], p.stderr
+
+
+def test_a_measurement_the_top_no_longer_needs_is_stopped_part_way(ort_profile: Path) -> None:
+    """A new best while the measuring process times an older one: the older timing stops part-way
+    (here 100,000 runs, minutes, would otherwise hold the process) and the new best is measured next."""
+    import time
+
+    from zennas.latency.sample import sample_structures
+    from zennas.search.rows import encode
+    from zennas.search.task import WarmProcess
+    from zennas.search.verify import Speculator
+
+    prof = load_profile(ort_profile)
+    a, c = sample_structures(get_space("detection-k1kxk1"), 2, seed=1, height=RES, width=RES)
+    backend = WarmProcess()
+    sp = Speculator(backend, prof, None, runs=100_000, warmup=0, resource=None)
+    try:
+        sp.offer([[1.0, 1, encode(a)]])
+        while sp._busy != 1:
+            time.sleep(0.01)
+        time.sleep(1.0)  # into a's timing (the process is ready once it has measured anything)
+        sp.offer([[2.0, 2, encode(c)], [1.0, 1, encode(a)]])  # a new best ranks above the one in progress
+        t0 = time.perf_counter()
+        while sp._busy != 2:
+            time.sleep(0.01)
+        assert time.perf_counter() - t0 < 120  # a's 100,000 runs were not run out
+        assert sp.measured == 0 and 1 not in sp.done  # stopped, not recorded: it would be measured again
+    finally:
+        sp.abandon()
+        backend.close(wait=0.0)

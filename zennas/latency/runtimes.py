@@ -75,15 +75,29 @@ def _percentile(xs: list[float], q: float) -> float:
 CLOCKS = ("wall", "cpu")
 
 
-def time_calls(fn: Callable[[], object], t: TimingSettings) -> Timing:
-    """Median, p10 and p90 of timed calls of ``fn`` (ms)."""
+class Cancelled(Exception):
+    """A timing stopped part-way because its ``cancel`` check said so (a measurement no longer wanted)."""
+
+
+Cancel = Callable[[], bool] | None  # asked between the steps of a timing: True stops it (Cancelled)
+
+
+def _check(cancel: Cancel) -> None:
+    if cancel is not None and cancel():
+        raise Cancelled("the measurement was cancelled")
+
+
+def time_calls(fn: Callable[[], object], t: TimingSettings, cancel: Cancel = None) -> Timing:
+    """Median, p10 and p90 of timed calls of ``fn`` (ms); ``cancel`` is asked before each call."""
     for _ in range(t.warmup):
+        _check(cancel)
         fn()
     times: list[float] = []
     clock = time.thread_time if t.clock == "cpu" else time.perf_counter
     wall = time.perf_counter
     end = wall() + t.min_time_s
     while len(times) < t.max_runs and (len(times) < t.min_runs or wall() < end):
+        _check(cancel)
         t0 = clock()
         fn()
         times.append((clock() - t0) * 1e3)
@@ -194,21 +208,25 @@ class Runner:
         return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
     def _time_module(self, module: Any, inputs: tuple[Any, ...], names: list[str], t: TimingSettings,
-                     output_names: list[str]) -> Timing:
+                     output_names: list[str], cancel: Cancel = None) -> Timing:
         from zennas.score._torch import torch_threads
 
         inputs = _batched(inputs, self.batch)
         if self.runtime == "onnxruntime":
             from zennas.latency.onnx_export import module_onnx_bytes
 
-            data = module_onnx_bytes(module, tuple(i[:1] for i in inputs), input_names=names,
-                                     output_names=output_names, opset=self.opset or 17)
+            # the export traces one forward pass: with the timing's threads, so that measuring beside a
+            # search (verify.Speculator) takes no more cores than the timing itself
+            with torch_threads(self.threads):
+                data = module_onnx_bytes(module, tuple(i[:1] for i in inputs), input_names=names,
+                                         output_names=output_names, opset=self.opset or 17)
+            _check(cancel)
             sess = self._session(data)
             feeds = {n: i.numpy() for n, i in zip(names, inputs, strict=True)}
             run = sess.run
-            return time_calls(lambda: run(None, feeds), t)
+            return time_calls(lambda: run(None, feeds), t, cancel)
         with torch_threads(self.threads), torch.inference_mode(), _flush_denormal():
-            return time_calls(lambda: module(*inputs), t)
+            return time_calls(lambda: module(*inputs), t, cancel)
 
     def time_op(self, op: Op, t: TimingSettings) -> Timing:
         module, inputs, names = op_module(op)
@@ -219,12 +237,14 @@ class Runner:
         x = torch.zeros(1, 8, 8, 8)
         return self._time_module(nn.Identity(), (x,), ["x"], t, ["y"])
 
-    def time_structure(self, s: Structure, height: int, width: int, t: TimingSettings) -> Timing:
+    def time_structure(self, s: Structure, height: int, width: int, t: TimingSettings,
+                       cancel: Cancel = None) -> Timing:
         """The whole backbone (the module :func:`zennas.build_backbone` returns, default outputs C3..C5;
-        for onnxruntime, its ``zennas export-onnx`` graph)."""
+        for onnxruntime, its ``zennas export-onnx`` graph). ``cancel``: asked between the steps (the
+        export, the session, each run); True stops the timing with :class:`Cancelled`."""
         from zennas.blocks import build_backbone
 
         model = build_backbone(s).eval()
         names = [model.stages[i].name.lower() for i in model.out_stages]
         x = torch.randn(1, s.in_channels, height, width, generator=torch.Generator().manual_seed(0))
-        return self._time_module(model, (x,), ["image"], t, names)
+        return self._time_module(model, (x,), ["image"], t, names, cancel)

@@ -40,7 +40,7 @@ from zennas.search.sampler import Evolution, RandomStructures, StructureCodec, c
 from zennas.search.spec import SearchSpec, check_feasible
 from zennas.search.store import Checkpoint, SearchStore, TrialRow
 from zennas.search.task import LocalBackend, WarmProcess
-from zennas.search.verify import LatencyBudgetError, TopK, verify
+from zennas.search.verify import LatencyBudgetError, Speculator, TopK, spare_core, verify
 from zennas.space.mutation import Mutator
 from zennas.space.structure import Block, Neck, Structure
 
@@ -293,6 +293,8 @@ class Search:
         # the service's evaluation limits: a candidate whose forward pass would break them is rejected
         self._admit = CandidateCheck(spec, spec.limits) if spec.limits is not None else None
         self._verifier: WarmProcess | None = None  # predicted latency: measures the top-k (see run)
+        self._speculator: Speculator | None = None  # ... starting while the search runs
+        self._offered = -1  # the TopK version the speculator was last offered
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, *, resume: bool = False) -> SearchResult:
@@ -313,6 +315,7 @@ class Search:
         # overlap the search, and measures the top-k at the end
         self._verifier = WarmProcess(threads=None) if self.latency_term is not None and self.backend is None \
             else None
+        self._speculator = self._speculate(run)
         try:
             try:
                 cp = self._loop(run, proposer, t_start)
@@ -321,9 +324,37 @@ class Search:
                     self._writer.close()  # the last batch is written before the result is read
             return self._result(self._verify_latency(cp), t_start)
         finally:
+            if self._speculator is not None:  # a stopped or failed search: its measurements are not used
+                if self._verifier is not None:
+                    self._speculator.abandon()  # the measuring process ends now, with what it measures
+                    self._verifier.close(wait=0.0)
+                else:
+                    self._speculator.finish()  # the backend is its owner's again once this returns
+                self._speculator = None
             if self._verifier is not None:
                 self._verifier.close()
                 self._verifier = None
+
+    def _speculate(self, run: _Progress) -> Speculator | None:
+        """Predicted mode: a :class:`Speculator` that measures the top candidates while the search runs,
+        when the measuring worker is otherwise idle: the search is scored in the driver, and the worker
+        is a node of the device or the local measuring process on a core the search leaves free."""
+        spec = self.spec
+        if self.latency_term is None or self.profile is None or not spec.latency.speculate or not self.driver_scored:
+            return None
+        backend = self.backend or self._verifier
+        if backend is None or isinstance(backend, LocalBackend):  # in this process: it would slow the search
+            return None
+        if self.backend is None and not spare_core(self.profile.threads):
+            return None
+        admit = self._admit
+        sp = Speculator(backend, self.profile, self.budgets.latency_ms, runs=spec.latency.runs,
+                        warmup=spec.latency.warmup, resource=spec.latency.resource, mode=spec.latency.verify,
+                        refuse=(lambda s: admit(s, score=False, latency=True)) if admit is not None else None)
+        if run.topk is not None and run.topk.items:
+            sp.offer(run.topk.items)
+            self._offered = run.topk.version
+        return sp
 
     def _loop(self, run: _Progress, proposer: Any, t_start: float) -> Checkpoint:
         """Generations until the iterations are done or ``should_stop``; the last checkpoint."""
@@ -338,6 +369,9 @@ class Search:
             records = self._evaluate(numbers, candidates)
             t2 = time.perf_counter()
             self._tell(run, proposer, records)
+            if self._speculator is not None and run.topk is not None and run.topk.version != self._offered:
+                self._speculator.offer(run.topk.items)
+                self._offered = run.topk.version
             t3 = time.perf_counter()
             tm = run.timings  # before the checkpoint, which stores them
             tm["ask"] += t1 - t0
@@ -678,15 +712,22 @@ class Search:
         if self._admit is not None:  # the service's evaluation limits: a measurement that breaks them is not run
             admit = self._admit
             backend = _Admitted(backend, {n: admit(s, score=False, latency=True) for n, _, s, _ in cands})
+        known: dict[int, dict[str, Any]] = {}
+        during = 0.0
+        if self._speculator is not None:  # what was measured while the search ran (waits for the one in progress)
+            known, during = self._speculator.finish(), self._speculator.seconds
+            self._speculator = None
         failure: LatencyBudgetError | None = None
         try:
             rec = verify(cands, prof, self.budgets.latency_ms, backend, runs=spec.latency.runs,
-                         warmup=spec.latency.warmup, resource=spec.latency.resource, mode=spec.latency.verify)
+                         warmup=spec.latency.warmup, resource=spec.latency.resource, mode=spec.latency.verify,
+                         known=known)
         except LatencyBudgetError as e:
             failure, rec = e, e.record  # type: ignore[attr-defined]
             rec["error"] = e.message
         secs = time.perf_counter() - t0
-        rec["seconds"] = secs
+        rec["seconds"] = secs  # after the search: what the verification added to its wall time
+        rec["seconds_during_search"] = during  # measuring while the search ran (on an otherwise idle worker)
         rec["profile"] = {"ref": spec.latency.profile, "checksum": prof.checksum, "runtime": prof.runtime,
                           "threads": prof.threads, "batch": prof.batch, "resolution": [prof.height, prof.width],
                           "fingerprint": prof.fingerprint.to_dict()}

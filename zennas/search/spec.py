@@ -70,6 +70,9 @@ class LatencySpec:
     # predicted mode: "until-met" stops measuring once a candidate meets the budget (every better-ranked
     # one measured by then: the same winner), "all" measures all verify_top_k (zennas.search.verify)
     verify: str = "until-met"
+    # predicted mode: measure the top candidates while the search runs, on the otherwise idle measuring
+    # worker, so that the verification at the end reuses them (zennas.search.verify.Speculator)
+    speculate: bool = True
     # the checksum of the profile the search was submitted with (the service pins it): a profile
     # given to the search with another checksum is refused, so a resumed search predicts as it began
     profile_checksum: str | None = None
@@ -174,6 +177,8 @@ class SearchSpec:
             raise bad("latency.verify_top_k", f"must be an integer >= 1, got {lat.verify_top_k!r}")
         if lat.verify not in VERIFY_MODES:
             raise bad("latency.verify", f"must be one of {', '.join(VERIFY_MODES)}, got {lat.verify!r}"[:200])
+        if not isinstance(lat.speculate, bool):
+            raise bad("latency.speculate", f"must be true or false, got {lat.speculate!r}"[:200])
         if lat.profile is not None and (not isinstance(lat.profile, str) or not lat.profile.strip()):
             raise bad("latency.profile", f"must name a latency profile, got {lat.profile!r}")
         if lat.profile_checksum is not None and (lat.profile is None or not isinstance(lat.profile_checksum, str)

@@ -24,6 +24,7 @@ class TaskRunner:
         self._scorers: dict[str, Any] = {}
         self._inputs: dict[tuple[int, ...], Any] = {}
         self._runners: dict[tuple[Any, ...], Any] = {}
+        self.cancelled: Any = None  # () -> bool, asked between a timing's steps (the measuring process sets it)
         if threads is not None:
             import torch
 
@@ -74,7 +75,7 @@ class TaskRunner:
             runner = self._runners[key] = Runner(key[0], threads=key[1], batch=key[2], opset=key[3])
         runs = int(lat.get("runs", 10))
         t = runner.time_structure(s, height, width, TimingSettings(int(lat.get("warmup", 1)), runs, runs, 0.0,
-                                                                   str(lat.get("clock", "wall"))))
+                                                                   str(lat.get("clock", "wall"))), self.cancelled)
         return {"latency_ms": t.median_ms, "latency_p10_ms": t.p10_ms, "latency_p90_ms": t.p90_ms,
                 "fingerprint": local_fingerprint(runner.runtime, runner.version()).to_dict()}
 
@@ -86,7 +87,12 @@ class TaskRunner:
             s = Structure.from_dict({"blocks": task["structure"]})
             lat = task.get("latency")
             if lat is not None and lat.get("runtime"):  # a profile's runtime (verifying a predicted search)
-                rec.update(self.profile_latency(s, lat, task["height"], task["width"]))
+                from zennas.latency.runtimes import Cancelled
+
+                try:
+                    rec.update(self.profile_latency(s, lat, task["height"], task["width"]))
+                except Cancelled:  # no longer wanted (the measuring process was told so): not a failure
+                    rec["state"], rec["reason"] = "cancelled", "cancelled"
             elif lat is not None:
                 rec["latency_ms"] = self.latency_ms(s, lat, task["height"], task["width"])
                 budget = task.get("latency_budget_ms")
@@ -126,15 +132,31 @@ class LocalBackend:
         pass
 
 
-def _warm_process_main(conn: Any, threads: int | None) -> None:
+def _warm_exporter() -> None:
+    import torch
+
+    from zennas.latency.onnx_export import module_onnx_bytes
+    from zennas.score._torch import torch_threads
+
+    with torch.no_grad(), torch_threads(1):
+        module_onnx_bytes(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU()),
+                          (torch.zeros(1, 3, 8, 8),), input_names=["x"], output_names=["y"])
+
+
+def _warm_process_main(conn: Any, threads: int | None, cancel: Any) -> None:
     """The :class:`WarmProcess` child: import the runtimes first (while the search runs), then run
-    the tasks it is sent, one at a time, until it is sent ``None`` or its pipe closes."""
+    the tasks it is sent, one at a time, until it is sent ``None`` or its pipe closes. A latency
+    timing stops part-way when ``cancel`` (a shared integer the parent sets) holds its task's number."""
     import importlib
 
     runner = TaskRunner(threads=threads)
+    number = [None]
+    runner.cancelled = lambda: cancel.value == number[0]
     for name in ("torch", "onnxruntime", "zennas.blocks", "zennas.latency.runtimes", "zennas.latency.onnx_export"):
         with contextlib.suppress(ImportError):  # what this process is started early for; missing: at use
             importlib.import_module(name)
+    with contextlib.suppress(Exception):  # the exporter's first call sets itself up (~1.5 s): on a tiny module
+        _warm_exporter()
     conn.send({"ready": True})
     while True:
         try:
@@ -143,6 +165,7 @@ def _warm_process_main(conn: Any, threads: int | None) -> None:
             return
         if task is None:
             return
+        number[0] = task["number"]
         conn.send(runner.run(task))
 
 
@@ -158,7 +181,8 @@ class WarmProcess:
     def __init__(self, *, threads: int | None = None) -> None:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_warm_process_main, args=(child, threads), daemon=True,
+        self._cancel = ctx.Value("q", -(1 << 62))  # the trial number whose timing is to stop
+        self._proc = ctx.Process(target=_warm_process_main, args=(child, threads, self._cancel), daemon=True,
                                  name="zennas-verifier")
         self._proc.start()
         child.close()
@@ -183,10 +207,18 @@ class WarmProcess:
             out.append(rec)
         return out
 
-    def close(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self._conn.send(None)
-        self._proc.join(timeout=5)
+    def cancel(self, number: int | None) -> None:
+        """Stop the latency timing of the task of trial ``number`` if it runs or is sent next (its
+        record comes back ``cancelled``); None: stop none. It holds until changed: the caller resets
+        it (None) before sending that trial's task again."""
+        self._cancel.value = -(1 << 62) if number is None else int(number)
+
+    def close(self, *, wait: float = 5.0) -> None:
+        """End the process: asked to, for up to ``wait`` seconds (it finishes the task it runs), then killed."""
+        if wait > 0:
+            with contextlib.suppress(OSError, ValueError):
+                self._conn.send(None)
+            self._proc.join(timeout=wait)
         if self._proc.is_alive():
             self._proc.kill()
             self._proc.join(timeout=5)
