@@ -277,8 +277,8 @@ def _print_verification(lat: dict[str, Any]) -> None:
     for c in lat["candidates"]:
         m = "-" if c["measured_ms"] is None else f"{c['measured_ms']:.3f}"
         e = "" if c["error"] is None else f"{100 * c['error']:+.1f}%"
-        mark = (", while the search ran" if c.get("speculative") else "") + \
-            (" <- winner" if c["rank"] == lat["winner"] else "")
+        mark = (" <- winner" if c["rank"] == lat["winner"] else "") + \
+            ("; measured while the search ran" if c.get("speculative") else "")
         print(f"    {c['rank']:2d} {c['number']:6d} {c['score']:10.3f} {c['predicted_ms']:13.3f} {m:>12} "
               f"{e:>7}  {verdict(c)}{mark}")
     for w in lat["warnings"]:

@@ -386,8 +386,8 @@ def _latency_table(lat: Mapping[str, Any] | None) -> str:
         err = "–" if c.get("error") is None else f"{100 * c['error']:+.1f} %"
         spread = "–" if c.get("measured_p10_ms") is None else \
             f"{c['measured_p10_ms']:.3f}–{c.get('measured_p90_ms') or 0.0:.3f}"
-        mark = (", while the search ran" if c.get("speculative") else "") + \
-            (" (result)" if c.get("rank") == lat.get("winner") else "")
+        mark = (" (result)" if c.get("rank") == lat.get("winner") else "") + \
+            ("; measured while the search ran" if c.get("speculative") else "")
         rows.append(f"<tr><td class='n'>{_esc(c.get('rank'))}</td><td class='n'>{_esc(c.get('number'))}</td>"
                     f"<td class='n'>{_num(c.get('score'))}</td><td class='n'>{_num(c.get('predicted_ms'))}</td>"
                     f"<td class='n'>{_num(c.get('measured_ms'))}</td><td class='n'>{_esc(spread)}</td>"

@@ -231,8 +231,8 @@ function latencyTable(lat) {
     h('td', {}, c.rank), h('td', {}, c.number), h('td', { class: 'num' }, fmtNum(c.score)),
     h('td', { class: 'num' }, fmtNum(c.predicted_ms)), h('td', { class: 'num' }, fmtNum(c.measured_ms)),
     h('td', { class: 'num' }, c.error === null || c.error === undefined ? '–' : `${(100 * c.error).toFixed(1)} %`),
-    h('td', {}, (c.verdict || '–') + (c.speculative ? ', while the search ran' : '')
-      + (c.rank === lat.winner ? ' (result)' : ''))));
+    h('td', {}, (c.verdict || '–') + (c.rank === lat.winner ? ' (result)' : '')
+      + (c.speculative ? '; measured while the search ran' : ''))));
   return h('section', { class: 'panel', 'aria-labelledby': 'latency-h', id: 'latency-panel' },
     h('h2', { id: 'latency-h' }, 'Latency on the device'),
     h('p', { class: 'muted' }, `Predicted by profile ${p.ref || '?'} (${p.runtime || '?'}, ${p.threads ?? '?'} thread(s), `

@@ -659,3 +659,22 @@ def test_a_measurement_the_top_no_longer_needs_is_stopped_part_way(ort_profile: 
     finally:
         sp.abandon()
         backend.close(wait=0.0)
+
+
+def test_a_verification_timing_stops_once_its_verdict_is_settled(ort_profile: Path) -> None:
+    """With a budget, the timing of a verified candidate ends after 3 runs all on one side of it
+    instead of running all ``runs``; without one (or while runs straddle it) all are run."""
+    from zennas.search.task import TaskRunner
+    from zennas.search.verify import measure_task, verdict_settled
+
+    prof = load_profile(ort_profile)
+    s = get_space("detection-k1kxk1").start
+    runner = TaskRunner(threads=None)
+    far = runner.run(measure_task(prof, s, 0, runs=12, warmup=1, resource=None, budget_ms=1e9))
+    assert far["state"] == "complete" and far["latency_runs"] == 3
+    over = runner.run(measure_task(prof, s, 0, runs=12, warmup=1, resource=None, budget_ms=1e-9))
+    assert over["latency_runs"] == 3
+    full = runner.run(measure_task(prof, s, 0, runs=12, warmup=1, resource=None))
+    assert full["latency_runs"] == 12
+    assert not verdict_settled([1.0, 3.0, 1.0], 2.0) and not verdict_settled([1.0, 1.0], 2.0)
+    assert verdict_settled([1.0, 1.5, 2.0], 2.0) and verdict_settled([2.5, 3.0, 2.1], 2.0)

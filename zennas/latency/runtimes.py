@@ -87,8 +87,12 @@ def _check(cancel: Cancel) -> None:
         raise Cancelled("the measurement was cancelled")
 
 
-def time_calls(fn: Callable[[], object], t: TimingSettings, cancel: Cancel = None) -> Timing:
-    """Median, p10 and p90 of timed calls of ``fn`` (ms); ``cancel`` is asked before each call."""
+Settled = Callable[[list[float]], bool] | None  # asked after each timed call: True ends the timing early
+
+
+def time_calls(fn: Callable[[], object], t: TimingSettings, cancel: Cancel = None, settled: Settled = None) -> Timing:
+    """Median, p10 and p90 of timed calls of ``fn`` (ms); ``cancel`` is asked before each call,
+    ``settled`` (the times so far, ms) after each."""
     for _ in range(t.warmup):
         _check(cancel)
         fn()
@@ -101,6 +105,8 @@ def time_calls(fn: Callable[[], object], t: TimingSettings, cancel: Cancel = Non
         t0 = clock()
         fn()
         times.append((clock() - t0) * 1e3)
+        if settled is not None and settled(times):
+            break
     return Timing(statistics.median(times), _percentile(times, 0.1), _percentile(times, 0.9), len(times))
 
 
@@ -208,7 +214,7 @@ class Runner:
         return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
     def _time_module(self, module: Any, inputs: tuple[Any, ...], names: list[str], t: TimingSettings,
-                     output_names: list[str], cancel: Cancel = None) -> Timing:
+                     output_names: list[str], cancel: Cancel = None, settled: Settled = None) -> Timing:
         from zennas.score._torch import torch_threads
 
         inputs = _batched(inputs, self.batch)
@@ -217,6 +223,7 @@ class Runner:
 
             # the export traces one forward pass: with the timing's threads, so that measuring beside a
             # search (verify.Speculator) takes no more cores than the timing itself
+            _check(cancel)
             with torch_threads(self.threads):
                 data = module_onnx_bytes(module, tuple(i[:1] for i in inputs), input_names=names,
                                          output_names=output_names, opset=self.opset or 17)
@@ -224,9 +231,9 @@ class Runner:
             sess = self._session(data)
             feeds = {n: i.numpy() for n, i in zip(names, inputs, strict=True)}
             run = sess.run
-            return time_calls(lambda: run(None, feeds), t, cancel)
+            return time_calls(lambda: run(None, feeds), t, cancel, settled)
         with torch_threads(self.threads), torch.inference_mode(), _flush_denormal():
-            return time_calls(lambda: module(*inputs), t, cancel)
+            return time_calls(lambda: module(*inputs), t, cancel, settled)
 
     def time_op(self, op: Op, t: TimingSettings) -> Timing:
         module, inputs, names = op_module(op)
@@ -238,13 +245,14 @@ class Runner:
         return self._time_module(nn.Identity(), (x,), ["x"], t, ["y"])
 
     def time_structure(self, s: Structure, height: int, width: int, t: TimingSettings,
-                       cancel: Cancel = None) -> Timing:
+                       cancel: Cancel = None, settled: Settled = None) -> Timing:
         """The whole backbone (the module :func:`zennas.build_backbone` returns, default outputs C3..C5;
         for onnxruntime, its ``zennas export-onnx`` graph). ``cancel``: asked between the steps (the
-        export, the session, each run); True stops the timing with :class:`Cancelled`."""
+        export, the session, each run); True stops the timing with :class:`Cancelled`. ``settled``:
+        asked after each timed run with the times so far; True ends the timing there."""
         from zennas.blocks import build_backbone
 
         model = build_backbone(s).eval()
         names = [model.stages[i].name.lower() for i in model.out_stages]
         x = torch.randn(1, s.in_channels, height, width, generator=torch.Generator().manual_seed(0))
-        return self._time_module(model, (x,), ["image"], t, names, cancel)
+        return self._time_module(model, (x,), ["image"], t, names, cancel, settled)

@@ -73,10 +73,15 @@ class TaskRunner:
         runner = self._runners.get(key)
         if runner is None:
             runner = self._runners[key] = Runner(key[0], threads=key[1], batch=key[2], opset=key[3])
+        from zennas.search.verify import verdict_settled
+
         runs = int(lat.get("runs", 10))
+        budget = lat.get("settle_at_ms")
         t = runner.time_structure(s, height, width, TimingSettings(int(lat.get("warmup", 1)), runs, runs, 0.0,
-                                                                   str(lat.get("clock", "wall"))), self.cancelled)
+                                                                   str(lat.get("clock", "wall"))), self.cancelled,
+                                  None if budget is None else lambda times: verdict_settled(times, float(budget)))
         return {"latency_ms": t.median_ms, "latency_p10_ms": t.p10_ms, "latency_p90_ms": t.p90_ms,
+                "latency_runs": t.runs,
                 "fingerprint": local_fingerprint(runner.runtime, runner.version()).to_dict()}
 
     def run(self, task: dict[str, Any]) -> dict[str, Any]:

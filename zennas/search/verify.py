@@ -83,6 +83,7 @@ class Verified:
     meets: bool
     skipped: bool = False  # not measured: a better-ranked candidate met the budget ("until-met")
     speculative: bool = False  # measured while the search ran (Speculator), not after it
+    runs: int | None = None  # timed runs (fewer than latency.runs when the verdict settled first)
 
     def to_dict(self) -> dict[str, Any]:
         err = None
@@ -91,21 +92,34 @@ class Verified:
         d = {"rank": self.rank, "number": self.number, "score": self.score, "predicted_ms": self.predicted_ms,
              "measured_ms": self.measured_ms, "measured_p10_ms": self.measured_p10_ms,
              "measured_p90_ms": self.measured_p90_ms, "error": err, "meets_budget": self.meets,
-             "skipped": self.skipped, "speculative": self.speculative, "worker": self.worker,
+             "skipped": self.skipped, "speculative": self.speculative, "runs": self.runs, "worker": self.worker,
              "structure": self.structure.to_dict()}
         d["verdict"] = verdict(d)
         return d
 
 
 def measure_task(profile: Profile, s: Structure, number: int, *, runs: int, warmup: int,
-                 resource: str | None) -> dict[str, Any]:
-    """An evaluation task that times ``s`` whole in the profile's runtime (no score)."""
+                 resource: str | None, budget_ms: float | None = None) -> dict[str, Any]:
+    """An evaluation task that times ``s`` whole in the profile's runtime (no score). With
+    ``budget_ms`` the timing stops early once the verdict is settled (:func:`verdict_settled`)."""
     return {"number": number, "structure": [b.to_dict() for b in s.blocks], "score": None, "score_settings": {},
             "height": profile.height, "width": profile.width,
             "latency": {"runtime": profile.runtime, "threads": profile.threads, "batch": profile.batch,
                         "opset": profile.opset, "runs": runs, "warmup": warmup, "resource": resource,
-                        "clock": profile.clock},
+                        "clock": profile.clock, "settle_at_ms": budget_ms},
             "latency_budget_ms": None}
+
+
+SETTLE_RUNS = 3  # timed runs at least, before a verification's timing may stop early
+
+
+def verdict_settled(times: list[float], budget_ms: float | None) -> bool:
+    """Whether the timed runs so far settle a candidate's verdict: at least :data:`SETTLE_RUNS` runs,
+    all on one side of the budget (so their median is there too, and so would more runs' be, short of
+    a change in the machine). A verification's timing stops there instead of running all ``runs``."""
+    if budget_ms is None or len(times) < SETTLE_RUNS:
+        return False
+    return max(times) <= budget_ms or min(times) > budget_ms
 
 
 def _width(backend: Any, resource: str | None) -> int:
@@ -137,7 +151,7 @@ def verify(candidates: list[tuple[int, float, Structure, float]], profile: Profi
     for lo in range(0, len(todo), width):
         wave = todo[lo:lo + width]
         got = backend.evaluate([measure_task(profile, candidates[i][2], candidates[i][0], runs=runs, warmup=warmup,
-                                             resource=resource) for i in wave])
+                                             resource=resource, budget_ms=budget_ms) for i in wave])
         recs.update(zip(wave, got, strict=True))
         if mode == "until-met" and any(_meets(recs[i], budget_ms) for i in wave):
             break  # every better-ranked candidate is measured (known, or in an earlier wave)
@@ -152,7 +166,8 @@ def verify(candidates: list[tuple[int, float, Structure, float]], profile: Profi
         if m is None:
             warnings.append(f"candidate {i} (trial {number}) could not be measured: {rec.get('reason')}")
         rows.append(Verified(i, number, score, s, pred, m, rec.get("latency_p10_ms"), rec.get("latency_p90_ms"),
-                             str(rec.get("worker", "")), _meets(rec, budget_ms), speculative=number in known))
+                             str(rec.get("worker", "")), _meets(rec, budget_ms), speculative=number in known,
+                             runs=rec.get("latency_runs")))
         fp = rec.get("fingerprint")
         if fp:
             try:
@@ -302,7 +317,7 @@ class Speculator:
             else:
                 try:
                     rec = self.backend.evaluate([measure_task(self.profile, s, n, runs=self.runs, warmup=self.warmup,
-                                                              resource=self.resource)])[0]
+                                                              resource=self.resource, budget_ms=self.budget_ms)])[0]
                 except Exception as e:  # a failed measurement is measured again by the verification
                     log.warning("measuring candidate %d while the search ran failed: %s", n, e)
                     rec = None
