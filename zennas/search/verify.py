@@ -245,7 +245,7 @@ class Speculator:
         self.done: dict[int, dict[str, Any]] = {}
         self.seconds = 0.0  # measuring time spent (while the search ran)
         self.measured = 0  # measurements completed (of candidates in the top or since out of it)
-        self._want: list[tuple[int, Structure]] = []  # the current top, best first: (number, structure)
+        self._want: list[tuple[int, Any]] = []  # the current top, best first: (number, encoded rows)
         self._busy: int | None = None
         self._cancelled: set[int] = set()  # trial numbers whose measurement was stopped part-way
         self._closed = False
@@ -255,9 +255,7 @@ class Speculator:
 
     def offer(self, items: list[list[Any]]) -> None:
         """The search's current top (``TopK.items``: [score, number, encoded rows], best first)."""
-        from zennas.search.rows import decode
-
-        want = [(int(n), decode(rows)) for _, n, rows in items]
+        want = [(int(n), rows) for _, n, rows in items]  # decoded only when picked
         with self._cond:
             self._want = want
             self._cancel_stale()
@@ -285,17 +283,19 @@ class Speculator:
         with self._cond:
             return self._busy is None and self._next() is None
 
-    def _next(self) -> tuple[int, Structure] | None:
-        for n, s in self._want:
+    def _next(self) -> tuple[int, Any] | None:
+        for n, rows in self._want:
             rec = self.done.get(n)
             if rec is None:
-                return (n, s) if n != self._busy else None
+                return (n, rows) if n != self._busy else None
             if self.mode == "until-met" and _meets(rec, self.budget_ms):
                 return None
         return None
 
     def _loop(self) -> None:
         import time
+
+        from zennas.search.rows import decode
 
         cancel = getattr(self.backend, "cancel", None)
         while True:
@@ -309,7 +309,7 @@ class Speculator:
                 self._busy = pick[0]
                 if cancel is not None:
                     cancel(None)  # a stop asked for an earlier timing (of this one, or another) is not this one's
-            n, s = pick
+            n, s = pick[0], decode(pick[1])
             t0 = time.perf_counter()
             reason = self.refuse(s) if self.refuse is not None else None
             if reason is not None:
