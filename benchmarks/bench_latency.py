@@ -26,6 +26,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,12 @@ def section_search(path: Path, args: argparse.Namespace) -> None:
     print(f"predicted: {t_pred:.1f} s (verify {lat['seconds']:.1f} s), winner measured {w['measured_ms']:.1f} ms",
           flush=True)
 
+    # the same predicted search measuring only after it ends (latency.speculate off), same run
+    t0 = time.perf_counter()
+    quiet = Search(replace(spec, latency=replace(spec.latency, speculate=False))).run()
+    t_quiet = time.perf_counter() - t0
+    lat_q = quiet.latency or {}
+
     # measured mode: the existing path (each candidate's torch backbone timed), on a few candidates; its
     # budget is loose (only the time per candidate matters here, and torch's wall clock is not the
     # profile's clock, so a budget from the profile could reject the start)
@@ -149,6 +156,12 @@ def section_search(path: Path, args: argparse.Namespace) -> None:
     print(f"| predicted latency: end to end, top-{len(lat['candidates'])} verification ({args.verify}: {lat['measured']} "
           f"measured, {lat['measured_during_search']} of them while the search ran) | {t_pred:.1f} | "
           f"{lat['seconds']:.1f} | {t_pred / args.iterations * 1e3:.3f} ms | {t_pred / t_flops:.2f}x |")
+    print(f"| predicted latency, measuring only after the search (`--no-speculate`): the search | "
+          f"{t_quiet - lat_q['seconds']:.1f} | - | {(t_quiet - lat_q['seconds']) / args.iterations * 1e3:.3f} ms | "
+          f"{(t_quiet - lat_q['seconds']) / t_flops:.2f}x |")
+    print(f"| predicted latency, measuring only after the search: end to end ({lat_q['measured']} measured) | "
+          f"{t_quiet:.1f} | {lat_q['seconds']:.1f} | {t_quiet / args.iterations * 1e3:.3f} ms | "
+          f"{t_quiet / t_flops:.2f}x |")
     print(f"| measured latency ({n} candidates timed, torch) | {t_meas:.1f} | - | {per_cand:.2f} s | "
           f"{per_cand * args.iterations / t_flops:.0f}x (extrapolated to {args.iterations}: "
           f"{per_cand * args.iterations / 3600:.1f} h) |")
