@@ -40,7 +40,7 @@ from zennas.search.sampler import Evolution, RandomStructures, StructureCodec, c
 from zennas.search.spec import SearchSpec, check_feasible
 from zennas.search.store import Checkpoint, SearchStore, TrialRow
 from zennas.search.task import LocalBackend, WarmProcess
-from zennas.search.verify import LatencyBudgetError, Speculator, TopK, spare_core, verify
+from zennas.search.verify import LatencyBudgetError, Speculator, TopK, refused_record, spare_core, verify
 from zennas.space.mutation import Mutator
 from zennas.space.structure import Block, Neck, Structure
 
@@ -773,9 +773,7 @@ class _Admitted:
         verdicts = [self.refused.get(t["number"]) for t in tasks]
         run = [t for t, r in zip(tasks, verdicts, strict=True) if r is None]
         done = iter(self.backend.evaluate(run) if run else [])
-        return [next(done) if r is None else {"number": t["number"], "state": "rejected",
-                                                "reason": f"over this service's {r} limit for one evaluation"}
-                for t, r in zip(tasks, verdicts, strict=True)]
+        return [next(done) if r is None else refused_record(t["number"], r) for t, r in zip(tasks, verdicts, strict=True)]
 
     def close(self) -> None:  # the wrapped backend is closed by its owner
         pass

@@ -217,6 +217,11 @@ def verdict(candidate: dict[str, Any]) -> str:
     return "meets" if candidate.get("meets_budget") else "over"
 
 
+def refused_record(number: int, limit: str) -> dict[str, Any]:
+    """The record of a measurement the service's evaluation limits refused (``limit``: the one broken)."""
+    return {"number": number, "state": "rejected", "reason": f"over this service's {limit} limit for one evaluation"}
+
+
 def spare_core(threads: int) -> bool:
     """Whether this machine has a core for a measurement of ``threads`` threads beside the search's own."""
     try:
@@ -313,7 +318,7 @@ class Speculator:
             t0 = time.perf_counter()
             reason = self.refuse(s) if self.refuse is not None else None
             if reason is not None:
-                rec = {"number": n, "state": "rejected", "reason": f"over this service's {reason} limit for one evaluation"}
+                rec = refused_record(n, reason)
             else:
                 try:
                     rec = self.backend.evaluate([measure_task(self.profile, s, n, runs=self.runs, warmup=self.warmup,
