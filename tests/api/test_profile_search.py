@@ -172,7 +172,11 @@ def test_kill_then_resume_uses_the_pinned_profile(kind: str, databases: Any, spa
             assert_problem(c.post("/v1/searches", json=spec), 422, "budgets.latency_ms")
         lat = done["result"]["latency"]
         assert lat["profile"]["checksum"] == original.checksum
-        ref = Search(SearchSpec.from_dict(stored_spec), profile=original).run()
+        # the reference measures after its search (latency.speculate off): on a loaded 2-core machine a
+        # wall-clock timing beside the search's own work ran 2x the prediction and failed verification
+        # (seen in a .ci/run with other work running); only its deterministic part is compared
+        ref_spec = SearchSpec.from_dict({**stored_spec, "latency": {**stored_spec["latency"], "speculate": False}})
+        ref = Search(ref_spec, profile=original).run()
         assert ref.latency is not None
         assert _deterministic(lat) == _deterministic(ref.latency)
         assert done["result"]["counts"] == ref.summary()["counts"]
