@@ -174,6 +174,9 @@ def _warm_process_main(conn: Any, threads: int | None, cancel: Any) -> None:
         conn.send(runner.run(task))
 
 
+_NO_CANCEL = -(1 << 62)  # WarmProcess.cancel(None): no trial has this number
+
+
 class WarmProcess:
     """Evaluates tasks in one spawned process that is started, and imports torch and the runtimes,
     as soon as it is created: a latency-budgeted search creates it when it starts, so that those
@@ -186,7 +189,7 @@ class WarmProcess:
     def __init__(self, *, threads: int | None = None) -> None:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._cancel = ctx.Value("q", -(1 << 62))  # the trial number whose timing is to stop
+        self._cancel = ctx.Value("q", _NO_CANCEL)  # the trial number whose timing is to stop
         self._proc = ctx.Process(target=_warm_process_main, args=(child, threads, self._cancel), daemon=True,
                                  name="zennas-verifier")
         self._proc.start()
@@ -216,7 +219,7 @@ class WarmProcess:
         """Stop the latency timing of the task of trial ``number`` if it runs or is sent next (its
         record comes back ``cancelled``); None: stop none. It holds until changed: the caller resets
         it (None) before sending that trial's task again."""
-        self._cancel.value = -(1 << 62) if number is None else int(number)
+        self._cancel.value = _NO_CANCEL if number is None else int(number)
 
     def close(self, *, wait: float = 5.0) -> None:
         """End the process: asked to, for up to ``wait`` seconds (it finishes the task it runs), then killed."""

@@ -249,10 +249,8 @@ class Speculator:
         self.runs, self.warmup, self.resource, self.mode, self.refuse = runs, warmup, resource, mode, refuse
         self.done: dict[int, dict[str, Any]] = {}
         self.seconds = 0.0  # measuring time spent (while the search ran)
-        self.measured = 0  # measurements completed (of candidates in the top or since out of it)
         self._want: list[tuple[int, Any]] = []  # the current top, best first: (number, encoded rows)
         self._busy: int | None = None
-        self._cancelled: set[int] = set()  # trial numbers whose measurement was stopped part-way
         self._closed = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="zennas-speculate", daemon=True)
@@ -272,7 +270,7 @@ class Speculator:
         Only a backend that can (the local measuring process) stops part-way; others finish it."""
         busy = self._busy
         cancel = getattr(self.backend, "cancel", None)
-        if busy is None or cancel is None or busy in self._cancelled:
+        if busy is None or cancel is None:
             return
         for n, _ in self._want:
             if n == busy:
@@ -280,8 +278,12 @@ class Speculator:
             rec = self.done.get(n)
             if rec is None or (self.mode == "until-met" and _meets(rec, self.budget_ms)):
                 break  # an unmeasured one ranks above it, or a better one already meets the budget
-        self._cancelled.add(busy)
-        cancel(busy)
+        cancel(busy)  # again for the same one: the same value, no harm
+
+    @property
+    def measured(self) -> int:
+        """Measurements completed (of candidates in the top, or since out of it)."""
+        return len(self.done)
 
     def idle(self) -> bool:
         """Nothing in progress and nothing left to measure in the current top."""
@@ -329,10 +331,8 @@ class Speculator:
             with self._cond:
                 self.seconds += time.perf_counter() - t0
                 self._busy = None
-                self._cancelled.discard(n)
                 if rec is not None and rec.get("state") not in ("failed", "cancelled"):  # else: measured at the end
                     self.done[n] = rec
-                    self.measured += 1
                 self._cond.notify_all()
 
     def finish(self) -> dict[int, dict[str, Any]]:
