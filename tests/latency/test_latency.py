@@ -32,7 +32,7 @@ RES = 64  # small input: every op is cheap
 
 # a small build: few channel points (ratio 4), few samples, few runs
 SMALL = dict(height=RES, width=RES, grid_ratio=4.0, plan_samples=40, calibration=3, warmup=1, min_runs=3,
-             max_runs=3, min_time_s=0.0, network_runs=3)
+             max_runs=3, min_time_s=0.0, network_runs=3, group_cells=4)
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +213,7 @@ def test_resume_continues_a_partial_build(tmp_path: Path) -> None:
 
     def progress(ev: dict[str, object]) -> None:
         seen.append(int(ev["cells_done"]))  # type: ignore[call-overload]
-        if len(seen) == 6:
+        if len(seen) == 3:  # the first event, then two groups of 4 cells
             raise Stop
 
     with pytest.raises(Stop):

@@ -7,11 +7,14 @@ per-network overhead.
    (kind, feature-map size) is taken from ``plan_samples`` random-walk structures under the FLOPs
    bound; each axis's grid is the points of a geometric ladder (8, 8r, 8r^2, ... up to the space's
    ``max_channels``) that bracket that range.
-2. **Measure.** Each cell is timed in the runtime (median, p10, p90 of its runs). A cell whose op
+2. **Measure.** Each cell is timed in the runtime (median, p10, p90 of its runs), in rounds over
+   groups of cells whose sessions are held at once, one anchor cell timed in every group and each
+   group scaled to the anchor's first timing (:mod:`zennas.latency.interleave`: a shared machine's
+   speed drifts by tens of percent over minutes, which cells timed one after another would keep). A cell whose op
    alone would exceed ``op_flops_cap`` MACs is not timed (it could not fit in any structure under
    the budget, and it would dominate the build time): it is estimated from the nearest measured cell
    of its table, scaled by FLOPs, and recorded with ``runs = 0``.
-3. **Fit.** ``calibration`` random-walk structures are timed whole; ``scale``, ``per_op_ms`` and
+3. **Fit.** ``calibration`` random-walk structures are timed whole (in rounds); ``scale``, ``per_op_ms`` and
    ``offset_ms`` of ``network = scale * sum(ops) + per_op_ms * n_ops + offset`` are fitted by bounded
    least squares on the relative error (``scipy.optimize.lsq_linear``).
 
@@ -29,13 +32,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from zennas.errors import SpecError
+from zennas.latency.interleave import GROUP_BYTES
 from zennas.latency.ops import AXES, Op, TableKey, block_ops, ladder, out_size, structure_ops
 from zennas.latency.profile import Fingerprint, OpTable, Overhead, Profile, ProfileError, space_digest
 from zennas.latency.sample import default_max_flops, sample_structures
 from zennas.space.kinds import BLOCK_KINDS
 from zennas.space.mutation import Mutator
 from zennas.space.space import SearchSpace, get_space, space_from_dict
-from zennas.space.structure import Block
+from zennas.space.structure import Block, Structure
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +68,13 @@ class BuildSpec:
     network_runs: int = 5  # per calibration network: timed calls (after one warm-up)
     clock: str = "wall"  # wall | cpu (this thread's CPU time: for a shared, loaded build machine; 1 thread)
     opset: int | None = None  # ONNX opset (None: export-onnx's default)
+    group_bytes: int = GROUP_BYTES  # sessions held at once while timing in rounds (zennas.latency.interleave)
+    group_cells: int = 64  # cells per group of rounds (more: drift shared wider; fewer: saved more often)
     extra: Mapping[str, Any] = field(default_factory=dict)  # recorded as given (e.g. the Ray resource label)
 
     def __post_init__(self) -> None:
-        for f in ("threads", "batch", "height", "width", "max_runs", "min_runs", "network_runs"):
+        for f in ("threads", "batch", "height", "width", "max_runs", "min_runs", "network_runs", "group_bytes",
+                  "group_cells"):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise SpecError(f"{f} must be a positive integer, got {v!r}", field=f)
@@ -104,7 +111,7 @@ class BuildSpec:
                 "op_flops_cap": self.op_flops_cap if self.op_flops_cap is not None else (mf / 4 if mf else None),
                 "warmup": self.warmup, "min_runs": self.min_runs, "max_runs": self.max_runs,
                 "min_time_s": float(self.min_time_s), "network_runs": self.network_runs, "clock": self.clock,
-                "flush_denormal": True, **dict(self.extra)}
+                "flush_denormal": True, "timing": "rounds", **dict(self.extra)}
 
 
 # -- 1. plan ---------------------------------------------------------------------------------------
@@ -177,6 +184,24 @@ def _op(key: TableKey, point: tuple[int, ...]) -> Op:
     return Op(key, point)
 
 
+def _label(op: Op) -> str:
+    return f"{op.key.label()} {'x'.join(map(str, op.point))}"
+
+
+def _over_cap(t: OpTable, ci: int, cap: float | None, batch: int) -> bool:
+    """A cell too big to time (estimated from its neighbours instead); a table's smallest cell is always timed."""
+    return cap is not None and ci != 0 and _op(t.key, t.cells()[ci]).flops(batch) > cap
+
+
+def _anchor_cell(tables: list[OpTable], cap: float | None, batch: int) -> tuple[int, int]:
+    """The drift anchor of the cells: the timed cell of median FLOPs (fixed by the plan, so a resumed
+    build times the same one)."""
+    cands = sorted(((_op(t.key, c).flops(batch), ti, ci) for ti, t in enumerate(tables)
+                    for ci, c in enumerate(t.cells()) if not _over_cap(t, ci, cap, batch)))
+    _, ti, ci = cands[len(cands) // 2]
+    return ti, ci
+
+
 def _fill_estimates(t: OpTable, batch: int) -> OpTable:
     """Cells left empty (over the FLOPs cap): the nearest measured cell scaled by FLOPs (runs stays 0)."""
     import numpy as np
@@ -220,6 +245,7 @@ def _now() -> str:
 def build_profile(spec: BuildSpec, *, resume: Profile | None = None, save: Callable[[Profile], None] | None = None,
                   progress: Progress | None = None, save_every_s: float = 10.0) -> Profile:
     """Build (or, with ``resume``, finish) a profile on this machine."""
+    from zennas.latency.interleave import Drifted, op_bytes, structure_bytes, time_grouped
     from zennas.latency.predict import Predictor
     from zennas.latency.profile import local_fingerprint
     from zennas.latency.runtimes import Runner, TimingSettings
@@ -271,43 +297,69 @@ def build_profile(spec: BuildSpec, *, resume: Profile | None = None, save: Calla
                       "cells": n_cells, "label": label,
                       "elapsed_s": elapsed_before + time.perf_counter() - t_start})
 
+    anchor = _anchor_cell(tables, cap, spec.batch)  # timed in every group of cells (the drift reference)
+    drift: dict[str, Any] = {"anchor_op": _label(_op(tables[anchor[0]].key, cells[anchor[0]][anchor[1]]))}
+    if "anchor_ms" in profile.settings:  # a resumed build keeps the level its first run measured
+        drift["anchor_ms"] = profile.settings["anchor_ms"]
+
     def snapshot(complete: bool = False, overhead: Overhead | None = None) -> Profile:
-        return replace(profile, tables=tuple(tables), overhead=overhead, complete=complete,
-                       build_seconds=elapsed_before + time.perf_counter() - t_start)
+        return replace(profile, settings={**profile.settings, **drift}, tables=tuple(tables), overhead=overhead,
+                       complete=complete, build_seconds=elapsed_before + time.perf_counter() - t_start)
 
     emit("measure", "")
-    for ti, ci in todo:
-        t = tables[ti]
-        point = cells[ti][ci]
-        op = _op(t.key, point)
-        over = cap is not None and op.flops(spec.batch) > cap and ci != 0  # the smallest cell is always timed
-        timing = None if over else runner.time_op(op, op_timing)
-        med, p10, p90, runs = list(t.median_ms), list(t.p10_ms), list(t.p90_ms), list(t.runs)
-        if timing is not None:  # an over-cap cell stays empty here and is estimated after the loop
-            med[ci], p10[ci], p90[ci], runs[ci] = timing.median_ms, timing.p10_ms, timing.p90_ms, timing.runs
-        tables[ti] = replace(t, median_ms=tuple(med), p10_ms=tuple(p10), p90_ms=tuple(p90), runs=tuple(runs))
-        done_work += work(t.key, point)
-        n_done += 1
-        emit("measure", f"{t.key.label()} {'x'.join(map(str, point))}")
+    # cells over the FLOPs cap stay empty (estimated after the loop); the smallest cell is always timed
+    timed = [(ti, ci) for ti, ci in todo if not _over_cap(tables[ti], ci, cap, spec.batch)]
+    done_work += sum(work(tables[ti].key, cells[ti][ci]) for ti, ci in todo if _over_cap(tables[ti], ci, cap, spec.batch))
+    n_done += len(todo) - len(timed)
+
+    def cells_done(part: list[Drifted[tuple[int, int]]], reference_ms: float) -> None:
+        nonlocal done_work, n_done, last_save
+        drift["anchor_ms"] = reference_ms
+        for d in part:
+            ti, ci = d.item
+            t = tables[ti]
+            med, p10, p90, runs = list(t.median_ms), list(t.p10_ms), list(t.p90_ms), list(t.runs)
+            med[ci], p10[ci], p90[ci], runs[ci] = d.timing.median_ms, d.timing.p10_ms, d.timing.p90_ms, d.timing.runs
+            tables[ti] = replace(t, median_ms=tuple(med), p10_ms=tuple(p10), p90_ms=tuple(p90), runs=tuple(runs))
+            done_work += work(t.key, cells[ti][ci])
+            n_done += 1
+        if part:
+            ti, ci = part[-1].item
+            emit("measure", f"{tables[ti].key.label()} {'x'.join(map(str, cells[ti][ci]))}")
         if save is not None and time.perf_counter() - last_save >= save_every_s:
             save(snapshot())
             last_save = time.perf_counter()
+
+    def cell(tc: tuple[int, int]) -> Op:
+        return _op(tables[tc[0]].key, cells[tc[0]][tc[1]])
+
+    with runner.calling():
+        time_grouped(timed, lambda tc: runner.prepare_op(cell(tc)), lambda tc: op_bytes(cell(tc), spec.batch),
+                     op_timing, anchor=anchor, cap_bytes=spec.group_bytes, max_items=spec.group_cells,
+                     reference_ms=drift.get("anchor_ms"), on_group=cells_done)
     if save is not None:
         save(snapshot())
     tables = [_fill_estimates(t, spec.batch) for t in tables]
 
-    # calibration: whole networks, fitted against the sum of their ops
+    # calibration: whole networks, timed in rounds, fitted against the sum of their ops
     draft = replace(snapshot(), overhead=Overhead(0.0, 1.0, 0.0), complete=True)
     predictor = Predictor(draft)
     nets = sample_structures(space, spec.calibration, seed=spec.seed + 1_000_003, height=spec.height,
                              width=spec.width, max_flops=settings["max_flops"])
     net_timing = TimingSettings(1, spec.network_runs, spec.network_runs, 0.0, spec.clock)
-    pairs: list[tuple[float, float, float]] = []
-    for s in nets:
-        m = runner.time_structure(s, spec.height, spec.width, net_timing)
-        pairs.append((predictor.ops_ms(s), float(len(structure_ops(s, spec.height, spec.width))), m.median_ms))
-        done_work += 2000.0
-        emit("calibrate", f"network {len(pairs)}/{len(nets)}")
+    h, w = spec.height, spec.width
+
+    def nets_done(part: list[Drifted[Structure]], _reference_ms: float) -> None:
+        nonlocal done_work
+        done_work += 2000.0 * len(part)
+        emit("calibrate", f"{len(part)} networks")
+
+    with runner.calling():
+        measured, _ = time_grouped(nets, lambda s: runner.prepare_structure(s, h, w),
+                                   lambda s: structure_bytes(s, h, w, spec.batch), net_timing,
+                                   cap_bytes=spec.group_bytes, on_group=nets_done)
+    pairs = [(predictor.ops_ms(m.item), float(len(structure_ops(m.item, h, w))), m.timing.median_ms)
+             for m in measured]
     scale, per_op, offset = fit_overhead(pairs)
     final = snapshot(complete=True, overhead=Overhead(offset, scale, per_op, tuple(pairs)))
     if save is not None:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from zennas.latency.interleave import GROUP_BYTES, Drifted, structure_bytes, time_grouped
 from zennas.latency.predict import Predictor
 from zennas.latency.profile import Profile
 from zennas.space.structure import Structure
@@ -20,6 +21,7 @@ class CheckRow:
     measured_ms: float
     p10_ms: float
     p90_ms: float
+    drift: float = 1.0  # the drift factor applied to the measurement (zennas.latency.interleave)
 
     @property
     def error(self) -> float:
@@ -28,7 +30,7 @@ class CheckRow:
 
     def to_dict(self) -> dict[str, Any]:
         return {"predicted_ms": self.predicted_ms, "measured_ms": self.measured_ms, "measured_p10_ms": self.p10_ms,
-                "measured_p90_ms": self.p90_ms, "error": self.error, "structure": self.structure.to_dict()}
+                "measured_p90_ms": self.p90_ms, "drift": self.drift, "error": self.error, "structure": self.structure.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -68,19 +70,26 @@ class CheckReport:
                 "rows": [r.to_dict() for r in self.rows]}
 
 
-def check_profile(profile: Profile, structures: Sequence[Structure], *, runs: int = 5,
-                  progress: Callable[[int, int], None] | None = None) -> CheckReport:
-    """Measure each structure whole in the profile's runtime, threads and batch, at its input size."""
+def check_profile(profile: Profile, structures: Sequence[Structure], *, runs: int = 10,
+                  progress: Callable[[int, int], None] | None = None, group_bytes: int = GROUP_BYTES) -> CheckReport:
+    """Measure each structure whole in the profile's runtime, threads and batch, at its input size:
+    ``runs`` interleaved rounds over groups of structures held at once (under ``group_bytes``), the
+    first structure timed in every group as the drift anchor (:mod:`zennas.latency.interleave`)."""
     from zennas.latency.runtimes import Runner, TimingSettings
 
     pred = Predictor(profile)
     runner = Runner(profile.runtime, threads=profile.threads, batch=profile.batch, opset=profile.opset)
     timing = TimingSettings(warmup=1, min_runs=runs, max_runs=runs, min_time_s=0.0, clock=profile.clock)
-    rows = []
-    for i, s in enumerate(structures):
-        p = pred.predict(s)
-        m = runner.time_structure(s, profile.height, profile.width, timing)
-        rows.append(CheckRow(s, p, m.median_ms, m.p10_ms, m.p90_ms))
+    h, w, done = profile.height, profile.width, [0]
+
+    def group_done(part: list[Drifted[Structure]], _reference_ms: float) -> None:
+        done[0] += len(part)
         if progress is not None:
-            progress(i + 1, len(structures))
-    return CheckReport(tuple(rows))
+            progress(done[0], len(structures))
+
+    with runner.calling():
+        timed, _ = time_grouped(list(structures), lambda s: runner.prepare_structure(s, h, w),
+                             lambda s: structure_bytes(s, h, w, profile.batch), timing, cap_bytes=group_bytes,
+                             on_group=group_done)
+    return CheckReport(tuple(CheckRow(d.item, pred.predict(d.item), d.timing.median_ms, d.timing.p10_ms,
+                                      d.timing.p90_ms, d.factor) for d in timed))

@@ -107,6 +107,11 @@ def time_calls(fn: Callable[[], object], t: TimingSettings, cancel: Cancel = Non
         times.append((clock() - t0) * 1e3)
         if settled is not None and settled(times):
             break
+    return timing_of(times)
+
+
+def timing_of(times: list[float]) -> Timing:
+    """Median, p10 and p90 of timed calls (ms)."""
     return Timing(statistics.median(times), _percentile(times, 0.1), _percentile(times, 0.9), len(times))
 
 
@@ -213,8 +218,10 @@ class Runner:
         so.log_severity_level = 3
         return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
-    def _time_module(self, module: Any, inputs: tuple[Any, ...], names: list[str], t: TimingSettings,
-                     output_names: list[str], cancel: Cancel = None, settled: Settled = None) -> Timing:
+    def _prepare(self, module: Any, inputs: tuple[Any, ...], names: list[str], output_names: list[str],
+                 cancel: Cancel = None) -> Callable[[], object]:
+        """One call of ``module`` on ``inputs`` in the runtime, ready to time (for onnxruntime: exported,
+        its session made); call it inside :meth:`calling`."""
         from zennas.score._torch import torch_threads
 
         inputs = _batched(inputs, self.batch)
@@ -231,13 +238,39 @@ class Runner:
             sess = self._session(data)
             feeds = {n: i.numpy() for n, i in zip(names, inputs, strict=True)}
             run = sess.run
-            return time_calls(lambda: run(None, feeds), t, cancel, settled)
+            return lambda: run(None, feeds)
+        return lambda: module(*inputs)
+
+    @contextmanager
+    def calling(self) -> Iterator[None]:
+        """What every timed call runs inside: torch's threads, inference mode and flushed denormals
+        (onnxruntime: its session's own settings, nothing more)."""
+        if self.runtime == "onnxruntime":
+            yield
+            return
+        from zennas.score._torch import torch_threads
+
         with torch_threads(self.threads), torch.inference_mode(), _flush_denormal():
-            return time_calls(lambda: module(*inputs), t, cancel, settled)
+            yield
+
+    def _time_module(self, module: Any, inputs: tuple[Any, ...], names: list[str], t: TimingSettings,
+                     output_names: list[str], cancel: Cancel = None, settled: Settled = None) -> Timing:
+        call = self._prepare(module, inputs, names, output_names, cancel)
+        with self.calling():
+            return time_calls(call, t, cancel, settled)
 
     def time_op(self, op: Op, t: TimingSettings) -> Timing:
         module, inputs, names = op_module(op)
         return self._time_module(module, inputs, names, t, ["y"])
+
+    def prepare_op(self, op: Op) -> Callable[[], object]:
+        """One call of ``op`` alone, ready to time (:func:`zennas.latency.interleave.time_rounds`)."""
+        module, inputs, names = op_module(op)
+        return self._prepare(module, inputs, names, ["y"])
+
+    def prepare_structure(self, s: Structure, height: int, width: int) -> Callable[[], object]:
+        """One call of the whole backbone (as :meth:`time_structure` times it), ready to time."""
+        return self._prepare(*self._structure_parts(s, height, width))
 
     def time_empty(self, t: TimingSettings) -> Timing:
         """One call that does (almost) nothing: the runtime's per-call cost, subtracted from each op."""
@@ -250,9 +283,13 @@ class Runner:
         for onnxruntime, its ``zennas export-onnx`` graph). ``cancel``: asked between the steps (the
         export, the session, each run); True stops the timing with :class:`Cancelled`. ``settled``:
         asked after each timed run with the times so far; True ends the timing there."""
+        module, inputs, names, outputs = self._structure_parts(s, height, width)
+        return self._time_module(module, inputs, names, t, outputs, cancel, settled)
+
+    def _structure_parts(self, s: Structure, height: int, width: int) -> tuple[Any, tuple[Any, ...], list[str], list[str]]:
         from zennas.blocks import build_backbone
 
         model = build_backbone(s).eval()
         names = [model.stages[i].name.lower() for i in model.out_stages]
         x = torch.randn(1, s.in_channels, height, width, generator=torch.Generator().manual_seed(0))
-        return self._time_module(model, (x,), ["image"], t, names, cancel, settled)
+        return model, (x,), ["image"], names
