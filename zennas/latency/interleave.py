@@ -90,19 +90,22 @@ def time_grouped(items: Sequence[T], prepare: Callable[[T], Callable[[], object]
                  max_items: int = MAX_GROUP, reference_ms: float | None = None,
                  on_group: Callable[[list[Drifted[T]], float], None] | None = None) -> tuple[list[Drifted[T]], float]:
     """Every item timed in rounds (:func:`time_rounds`), in memory-bounded groups with the anchor
-    (default: the first item; one session kept open) timed again in each, each group's timings scaled
-    by ``reference_ms`` / the anchor's median in that group. ``reference_ms`` defaults to the anchor's
+    (default: the first item; one session kept open; its own result is its first group's) timed in
+    each, each group's timings scaled by ``reference_ms`` / the anchor's median in that group. ``reference_ms`` defaults to the anchor's
     median in the first group (a resumed build passes the one it recorded). Returns the results in the
     order of ``items`` and the reference. ``prepare`` builds an item's call (its session); ``on_group``
     gets each group's results and the reference as it finishes, for progress and saving."""
     if not items:
         return [], reference_ms or 0.0
     anchor = items[0] if anchor is None else anchor
-    parts = groups([nbytes(it) for it in items], nbytes(anchor), cap_bytes, max_items)
+    at = next((i for i, it in enumerate(items) if it == anchor), None)  # the anchor among the items, if it is
+    rest = [i for i in range(len(items)) if i != at]
+    parts = [[rest[j] for j in g] for g in groups([nbytes(items[i]) for i in rest], nbytes(anchor), cap_bytes,
+                                                  max_items)] or [[]]
     out: list[Drifted[T] | None] = [None] * len(items)
     anchor_call = prepare(anchor)  # one session for every group
     ref = reference_ms
-    for part in parts:
+    for g, part in enumerate(parts):
         calls = [anchor_call] + [prepare(items[i]) for i in part]
         timed = time_rounds(calls, t)
         del calls
@@ -112,7 +115,11 @@ def time_grouped(items: Sequence[T], prepare: Callable[[T], Callable[[], object]
             ref = a
         f = ref / a if a > 0 else 1.0
         done = [Drifted(items[i], _scaled(tm, f), f) for i, tm in zip(part, timed[1:], strict=True)]
-        for i, d in zip(part, done, strict=True):
+        where = list(part)
+        if at is not None and g == 0:  # the anchor's own result: its first group's timing
+            done.insert(0, Drifted(items[at], _scaled(timed[0], f), f))
+            where.insert(0, at)
+        for d, i in zip(done, where, strict=True):
             out[i] = d
         if on_group is not None:
             on_group(done, ref)
