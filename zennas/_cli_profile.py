@@ -189,7 +189,7 @@ def check(
     structure_files: Annotated[list[Path] | None, typer.Argument(help="structure files measured first, in order")] = None,
     structures: Annotated[int, typer.Option("--structures", help="structures sampled by random walks of the space's mutator")] = 200,
     seed: Annotated[int, typer.Option(help="seed of the sampled structures")] = 0,
-    runs: Annotated[int, typer.Option(help="timed runs per structure (median)")] = 5,
+    runs: Annotated[int, typer.Option(help="timed runs per structure (median), in interleaved rounds")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Predicted vs measured latency of whole backbones in the profile's runtime."""

@@ -341,7 +341,10 @@ def build_profile(spec: BuildSpec, *, resume: Profile | None = None, save: Calla
         save(snapshot())
     tables = [_fill_estimates(t, spec.batch) for t in tables]
 
-    # calibration: whole networks, timed in rounds, fitted against the sum of their ops
+    # calibration: whole networks, timed in rounds, fitted against the sum of their ops. Their anchor is
+    # the first network, not the cells' anchor op: an op's time depends on what runs between its calls
+    # (caches), so one anchor cannot carry a level across the two phases (tried: with the cells' anchor
+    # op in the networks' rounds, a 64x64 test profile predicted its networks 2.3x too fast)
     draft = replace(snapshot(), overhead=Overhead(0.0, 1.0, 0.0), complete=True)
     predictor = Predictor(draft)
     nets = sample_structures(space, spec.calibration, seed=spec.seed + 1_000_003, height=spec.height,
