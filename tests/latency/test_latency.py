@@ -95,8 +95,8 @@ def test_repeated_units_are_counted_as_every_unit_run() -> None:
 
 
 def test_hand_checked_decomposition_and_prediction(ort_profile: Path) -> None:
-    """The prediction is the sum over ops of (scale * (table term - empty call) + per-op cost), plus
-    the offset, over the ops written out here by hand for TINY at 64x64."""
+    """The prediction is the sum over ops of (scale * in-network ratio * (table term - empty call) +
+    per-op cost), plus the offset, over the ops written out here by hand for TINY at 64x64."""
     p = load_profile(ort_profile)
     ops = [
         Op(TableKey("stem", 64, 64, 3, 2, False, "relu", 3), (16,)),
@@ -124,7 +124,9 @@ def test_hand_checked_decomposition_and_prediction(ort_profile: Path) -> None:
     total = 0.0
     for op in got:
         assert op.key in table, op
-        total += max(0.0, pred.table_ms(op) - p.call_overhead_ms)
+        ratio = table[op.key].in_network  # the table's in-network ratio, read at build time
+        assert ratio is not None and 0 < ratio <= 10
+        total += ratio * max(0.0, pred.table_ms(op) - p.call_overhead_ms)
     o = p.overhead
     assert o is not None
     assert math.isclose(pred.predict(TINY), o.scale * total + o.per_op_ms * len(got) + o.offset_ms, rel_tol=1e-12)
@@ -678,3 +680,48 @@ def test_a_verification_timing_stops_once_its_verdict_is_settled(ort_profile: Pa
     assert full["latency_runs"] == 12
     assert not verdict_settled([1.0, 3.0, 1.0], 2.0) and not verdict_settled([1.0, 1.0], 2.0)
     assert verdict_settled([1.0, 1.5, 2.0], 2.0) and verdict_settled([2.5, 3.0, 2.1], 2.0)
+
+
+def test_check_times_in_rounds_over_groups_in_order(ort_profile: Path) -> None:
+    """``check_profile`` with a group cap so small that each structure is a group of its own: every
+    structure is still measured, in the given order, the first (the anchor) at factor 1 and each
+    other scaled by its group's anchor timing; the profile was built the same way (recorded)."""
+    from zennas.latency.check import check_profile
+    from zennas.latency.sample import sample_structures
+
+    prof = load_profile(ort_profile)
+    assert prof.settings["timing"] == "rounds" and prof.settings["anchor_ms"] > 0
+    space = get_space("detection-k1kxk1")
+    todo = [TINY, *sample_structures(space, 3, seed=2, height=RES, width=RES)]
+    rep = check_profile(prof, todo, runs=3, group_bytes=1)
+    assert [r.structure for r in rep.rows] == todo
+    assert rep.rows[0].drift == 1.0 and all(r.drift > 0 for r in rep.rows)
+    assert all(r.measured_ms > 0 and r.p10_ms <= r.measured_ms <= r.p90_ms for r in rep.rows)
+    one = check_profile(prof, todo, runs=3)  # one group: nothing to correct
+    assert all(r.drift == 1.0 for r in one.rows)
+
+
+def test_in_network_node_times_match_every_conv_of_the_structure() -> None:
+    """ONNX Runtime's profiler, read for real: each conv op of a structure (the stem, the units' convs,
+    the projection, the tails with their fused residual sum) is matched to exactly one conv node of its
+    optimized graph, with an in-network time; the ratios then come per table."""
+    from zennas.latency.innetwork import CONV_KINDS, factors, match
+    from zennas.latency.runtimes import Runner
+
+    nodes = Runner("onnxruntime").node_times(TINY, RES, RES, runs=3)
+    ops = structure_ops(TINY, RES, RES)
+    convs = [op for op in ops if op.key.kind in CONV_KINDS]
+    got = match(ops, nodes)
+    assert sorted(map(repr, (op for op, _ in got))) == sorted(map(repr, convs))  # each once, none left over
+    assert all(ms > 0 for _, ms in got)
+    assert sum(n.op_type == "Conv" for n in nodes) == len(convs)
+    import statistics
+
+    keys = {op.key for op in ops}
+    ratio = factors(got, lambda op: 1.0, keys)  # a table of 1 ms everywhere: the ratio is the node time
+    per: dict[TableKey, list[float]] = {}
+    for op, ms in got:
+        per.setdefault(op.key, []).append(ms)
+    every = statistics.median(ms for _, ms in got)
+    for k in keys:  # the pool (no conv node) takes the median over every matched op
+        assert math.isclose(ratio[k], statistics.median(per[k]) if k in per else every), k

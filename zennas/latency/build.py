@@ -57,7 +57,8 @@ class BuildSpec:
     space_doc: Mapping[str, Any] | None = None  # an inline space document instead of a shipped one
     grid_ratio: float = 2.0  # ratio between neighbouring channel grid points
     plan_samples: int = 2000  # random-walk structures that size the channel ranges
-    calibration: int = 8  # whole networks timed to fit the per-network overhead
+    calibration: int = 16  # whole networks timed to fit the per-network overhead (and profiled, below)
+    in_network: bool = True  # onnxruntime: per-table in-network ratios from its profiler (zennas.latency.innetwork)
     seed: int = 0
     max_flops: float | None = None  # FLOPs bound of the sampled structures (None: the space's budget, scaled)
     op_flops_cap: float | None = None  # MACs above which a cell is estimated, not timed (None: max_flops / 4)
@@ -111,7 +112,8 @@ class BuildSpec:
                 "op_flops_cap": self.op_flops_cap if self.op_flops_cap is not None else (mf / 4 if mf else None),
                 "warmup": self.warmup, "min_runs": self.min_runs, "max_runs": self.max_runs,
                 "min_time_s": float(self.min_time_s), "network_runs": self.network_runs, "clock": self.clock,
-                "flush_denormal": True, "timing": "rounds", **dict(self.extra)}
+                "flush_denormal": True, "timing": "rounds",
+                "in_network": bool(self.in_network and self.runtime == "onnxruntime"), **dict(self.extra)}
 
 
 # -- 1. plan ---------------------------------------------------------------------------------------
@@ -345,12 +347,22 @@ def build_profile(spec: BuildSpec, *, resume: Profile | None = None, save: Calla
     # the first network, not the cells' anchor op: an op's time depends on what runs between its calls
     # (caches), so one anchor cannot carry a level across the two phases (tried: with the cells' anchor
     # op in the networks' rounds, a 64x64 test profile predicted its networks 2.3x too fast)
-    draft = replace(snapshot(), overhead=Overhead(0.0, 1.0, 0.0), complete=True)
-    predictor = Predictor(draft)
     nets = sample_structures(space, spec.calibration, seed=spec.seed + 1_000_003, height=spec.height,
                              width=spec.width, max_flops=settings["max_flops"])
     net_timing = TimingSettings(1, spec.network_runs, spec.network_runs, 0.0, spec.clock)
     h, w = spec.height, spec.width
+    if settings["in_network"]:  # each calibration network's nodes, from the runtime's profiler
+        from zennas.latency.innetwork import factors, match
+
+        plain = Predictor(replace(snapshot(), overhead=Overhead(0.0, 1.0, 0.0), complete=True))
+        matched = []
+        for i, s in enumerate(nets):
+            matched += match(structure_ops(s, h, w), runner.node_times(s, h, w))
+            emit("calibrate", f"profiled network {i + 1}/{len(nets)}")
+        ratio = factors(matched, lambda op: max(0.0, plain.table_ms(op) - plain.call_ms), [t.key for t in tables])
+        tables = [replace(t, in_network=ratio[t.key]) for t in tables]
+    draft = replace(snapshot(), overhead=Overhead(0.0, 1.0, 0.0), complete=True)
+    predictor = Predictor(draft)
 
     def nets_done(part: list[Drifted[Structure]], _reference_ms: float) -> None:
         nonlocal done_work

@@ -83,6 +83,8 @@ class Predictor:
         self.call_ms = profile.call_overhead_ms
         self._interp: dict[TableKey, LogGrid] = {t.key: LogGrid(t.axes, t.median_ms)  # type: ignore[arg-type]
                                                  for t in profile.tables}
+        self._in_network: dict[TableKey, float] = {t.key: t.in_network for t in profile.tables
+                                                   if t.in_network is not None}
         self._ops: dict[Op, float] = {}
         self._blocks: dict[tuple[Block, int, int], float] = {}
 
@@ -105,10 +107,12 @@ class Predictor:
 
     def op_ms(self, op: Op) -> float:
         """The op's share of a network's latency: its table time less the runtime's empty-call cost,
-        scaled to in-network time, plus the in-network dispatch cost of one op."""
+        times its table's in-network ratio (:mod:`zennas.latency.innetwork`; 1 where none was measured),
+        scaled by the network fit, plus the in-network dispatch cost of one op."""
         v = self._ops.get(op)
         if v is None:
-            v = self._ops[op] = self.scale * max(0.0, self.table_ms(op) - self.call_ms) + self.per_op_ms
+            f = self._in_network.get(op.key, 1.0)
+            v = self._ops[op] = self.scale * f * max(0.0, self.table_ms(op) - self.call_ms) + self.per_op_ms
         return v
 
     def block_ms(self, b: Block, height: int, width: int) -> float:

@@ -9,7 +9,8 @@ Document (``format: zennas.latency-profile``, ``version: 1``)::
      "settings": {"grid_ratio": 2.0, "warmup": 2, "min_runs": 5, "max_runs": 50, "min_time_s": 0.1, ...},
      "call_overhead_ms": 0.004,
      "tables": [{"key": {"kind": "pw", "height": 120, ...}, "axes": [[8, 16, ...], [16, 32, ...]],
-                 "median_ms": [...], "p10_ms": [...], "p90_ms": [...], "runs": [...]}, ...],
+                 "median_ms": [...], "p10_ms": [...], "p90_ms": [...], "runs": [...],
+                 "in_network": 0.62}, ...],          # optional (onnxruntime builds)
      "overhead": {"offset_ms": 1.2, "scale": 1.03, "per_op_ms": 0.002,
                   "calibration": [[ops_ms, n_ops, measured_ms], ...]},
      "complete": true, "build_seconds": 512.3, "created": "2026-...",
@@ -113,6 +114,9 @@ class OpTable:
     p10_ms: tuple[float | None, ...]
     p90_ms: tuple[float | None, ...]
     runs: tuple[int, ...]  # timed runs per cell; 0 = estimated from neighbours (or not yet measured)
+    # the op's in-network time over its table time, read from the runtime's profiler on the calibration
+    # networks (zennas.latency.innetwork); None: not measured (torch; a profile built before it existed)
+    in_network: float | None = None
 
     @property
     def size(self) -> int:
@@ -127,7 +131,7 @@ class OpTable:
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key.to_dict(), "axes": [list(a) for a in self.axes],
                 "median_ms": list(self.median_ms), "p10_ms": list(self.p10_ms), "p90_ms": list(self.p90_ms),
-                "runs": list(self.runs)}
+                "runs": list(self.runs), **({} if self.in_network is None else {"in_network": self.in_network})}
 
 
 @dataclass(frozen=True)
@@ -315,6 +319,11 @@ def _validate(p: Profile) -> None:
                 raise _bad(f"{where}.median_ms[{c}]", "p10, median and p90 must be all given or all null")
             if vals[1] is not None and not (vals[0] <= vals[1] <= vals[2]):  # type: ignore[operator]
                 raise _bad(f"{where}.median_ms[{c}]", f"must lie within [p10, p90], got {vals}")
+        if t.in_network is not None:
+            _num(t.in_network, f"{where}.in_network", lo=1e-3)
+            if t.in_network > 10:
+                raise _bad(f"{where}.in_network", f"must be <= 10 (an op's in-network time over its table time), "
+                           f"got {t.in_network!r}")
     if p.overhead is not None:
         _num(p.overhead.offset_ms, "overhead.offset_ms", lo=-math.inf)
         _num(p.overhead.scale, "overhead.scale", lo=1e-6)
@@ -331,12 +340,13 @@ _TOP = ("format", "version", "runtime", "threads", "batch", "precision", "height
         "created", "checksum")
 
 
-def _keys(raw: Any, known: tuple[str, ...], where: str) -> Mapping[str, Any]:
+def _keys(raw: Any, known: tuple[str, ...], where: str, optional: tuple[str, ...] = ()) -> Mapping[str, Any]:
     if not isinstance(raw, Mapping):
         raise _bad(where or "document", f"must be an object, got {type(raw).__name__}")
     for k in raw:
-        if k not in known:
-            raise _bad(f"{where}.{k}" if where else str(k), f"is not a known key (known: {', '.join(known)})")
+        if k not in known and k not in optional:
+            raise _bad(f"{where}.{k}" if where else str(k),
+                       f"is not a known key (known: {', '.join(known + optional)})")
     for k in known:
         if k not in raw:
             raise _bad(f"{where}.{k}" if where else k, "is missing")
@@ -357,7 +367,8 @@ def profile_from_dict(raw: Any, *, verify_checksum: bool = True) -> Profile:
     try:
         tables = []
         for i, t in enumerate(d["tables"] if isinstance(d["tables"], list) else []):
-            t = _keys(t, ("key", "axes", "median_ms", "p10_ms", "p90_ms", "runs"), f"tables[{i}]")
+            t = _keys(t, ("key", "axes", "median_ms", "p10_ms", "p90_ms", "runs"), f"tables[{i}]",
+                      optional=("in_network",))
             k = _keys(t["key"], ("kind", "height", "width", "kernel", "stride", "depthwise", "act", "cin"),
                       f"tables[{i}].key")
             if not isinstance(k["depthwise"], bool):
@@ -368,7 +379,7 @@ def profile_from_dict(raw: Any, *, verify_checksum: bool = True) -> Profile:
             if not all(isinstance(a, list) for a in t["axes"]):
                 raise _bad(f"tables[{i}].axes", "must be a list of lists")
             tables.append(OpTable(TableKey(**k), tuple(tuple(a) for a in t["axes"]), tuple(t["median_ms"]),
-                                  tuple(t["p10_ms"]), tuple(t["p90_ms"]), tuple(t["runs"])))
+                                  tuple(t["p10_ms"]), tuple(t["p90_ms"]), tuple(t["runs"]), t.get("in_network")))
         if not isinstance(d["tables"], list):
             raise _bad("tables", "must be a list")
         oh = None

@@ -38,6 +38,16 @@ class Timing:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeTime:
+    """One node of a runtime's graph as it ran inside a network (:meth:`Runner.node_times`)."""
+
+    op_type: str  # e.g. Conv (ONNX Runtime's fused node), ReorderOutput, AveragePool
+    inputs: tuple[tuple[int, ...], ...]  # the shapes of its inputs (data, weights, bias, a fused sum)
+    outputs: tuple[tuple[int, ...], ...]
+    median_ms: float
+
+
+@dataclass(frozen=True, slots=True)
 class TimingSettings:
     warmup: int = 2  # untimed calls first
     min_runs: int = 5  # timed calls, at least
@@ -206,10 +216,13 @@ class Runner:
         return f"torch {torch.__version__}"
 
     # -- onnxruntime ------------------------------------------------------------------------
-    def _session(self, model_bytes: bytes) -> Any:
+    def _session(self, model_bytes: bytes, profile_prefix: str | None = None) -> Any:
         import onnxruntime as ort
 
         so = ort.SessionOptions()
+        if profile_prefix is not None:
+            so.enable_profiling = True
+            so.profile_file_prefix = profile_prefix
         so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -285,6 +298,44 @@ class Runner:
         asked after each timed run with the times so far; True ends the timing there."""
         module, inputs, names, outputs = self._structure_parts(s, height, width)
         return self._time_module(module, inputs, names, t, outputs, cancel, settled)
+
+    def node_times(self, s: Structure, height: int, width: int, runs: int = 12, warmup: int = 2) -> list[NodeTime]:
+        """Each node of the backbone's optimized ONNX Runtime graph as it runs inside the network: its
+        kernel time (median over ``runs`` profiled runs after ``warmup``, ms), from ONNX Runtime's own
+        profiler (``SessionOptions.enable_profiling``; its JSON trace is read and removed)."""
+        import json
+        import os
+        import tempfile
+
+        if self.runtime != "onnxruntime":
+            raise SpecError("per-node times need the onnxruntime runtime", field="runtime")
+        from zennas.latency.onnx_export import module_onnx_bytes
+        from zennas.score._torch import torch_threads
+
+        module, inputs, names, outputs = self._structure_parts(s, height, width)
+        inputs = _batched(inputs, self.batch)
+        with torch_threads(self.threads):
+            data = module_onnx_bytes(module, inputs, input_names=names, output_names=outputs, opset=self.opset or 17)
+        with tempfile.TemporaryDirectory(prefix="zennas-ortprof-") as d:
+            sess = self._session(data, profile_prefix=os.path.join(d, "trace"))
+            feeds = {n: i.numpy() for n, i in zip(names, inputs, strict=True)}
+            for _ in range(warmup + runs):
+                sess.run(None, feeds)
+            with open(sess.end_profiling()) as f:
+                events = json.load(f)
+        per: dict[str, list[float]] = {}
+        info: dict[str, dict[str, Any]] = {}
+        for e in events:
+            if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
+                per.setdefault(e["name"], []).append(float(e["dur"]) / 1e3)
+                info[e["name"]] = e.get("args", {})
+        out = []
+        for n, ts in per.items():  # the trace's order: the first run's execution order
+            a = info[n]
+            shapes = tuple(tuple(next(iter(x.values()))) for x in a.get("input_type_shape", []))
+            outs = tuple(tuple(next(iter(x.values()))) for x in a.get("output_type_shape", []))
+            out.append(NodeTime(str(a.get("op_name", "")), shapes, outs, statistics.median(ts[warmup:] or ts)))
+        return out
 
     def _structure_parts(self, s: Structure, height: int, width: int) -> tuple[Any, tuple[Any, ...], list[str], list[str]]:
         from zennas.blocks import build_backbone
