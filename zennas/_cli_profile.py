@@ -81,10 +81,11 @@ def build(
     space: Annotated[str, typer.Option(help="shipped space name or a space YAML file")] = "detection-k1kxk1",
     grid_ratio: Annotated[float, typer.Option(help="ratio between neighbouring channel grid points")] = 2.0,
     plan_samples: Annotated[int, typer.Option(help="random-walk structures sizing the channel ranges")] = 2000,
-    calibration: Annotated[int, typer.Option(help="whole networks timed to fit the per-network overhead")] = 8,
+    calibration: Annotated[int | None, typer.Option(help="whole networks timed (and profiled) to fit the per-network terms [default: 16]")] = None,
     max_flops: Annotated[float | None, typer.Option(help="FLOPs bound of the structures the profile covers (default: the space's budget)")] = None,
     op_flops_cap: Annotated[float | None, typer.Option(help="MACs above which a cell is estimated, not timed (default: max-flops / 4)")] = None,
     min_runs: Annotated[int, typer.Option(help="timed runs per cell, at least")] = 5,
+    in_network: Annotated[bool, typer.Option("--in-network/--no-in-network", help="onnxruntime: per-table in-network ratios from its profiler (helped detection-dw, hurt giraffe-s2d: see BENCHMARKS.md; check both)")] = False,
     clock: Annotated[str, typer.Option(help="wall (elapsed time) | cpu (this thread's CPU time: a shared, loaded build machine; 1 thread)")] = "wall",
     seed: Annotated[int, typer.Option(help="seed of the sampled structures")] = 0,
     resource: Annotated[str | None, typer.Option(help="build on a Ray worker that holds this Ray resource label")] = None,
@@ -103,7 +104,9 @@ def build(
     name, doc = _space(space)
     extra = {"resource": resource} if resource else {}
     spec = BuildSpec(runtime=runtime, threads=threads, batch=batch, height=h, width=w, space=name, space_doc=doc,
-                     grid_ratio=grid_ratio, plan_samples=plan_samples, calibration=calibration, seed=seed,
+                     grid_ratio=grid_ratio, plan_samples=plan_samples, seed=seed,
+                     calibration=BuildSpec.calibration if calibration is None else calibration,  # one default
+                     in_network=in_network,
                      max_flops=max_flops, op_flops_cap=op_flops_cap, min_runs=min_runs, max_runs=max(50, min_runs),
                      clock=clock,
                      extra=extra)
@@ -169,6 +172,10 @@ def _print_summary(s: dict[str, Any], as_json: bool, out: Path | None = None) ->
                    f"x ops + {s['overhead']['offset_ms']:.3f} ms "
                    f"(fitted on {len(s['overhead']['calibration'])} networks); empty call "
                    f"{s['call_overhead_ms'] * 1e3:.1f} us")
+    if s.get("in_network"):
+        r = s["in_network"]
+        typer.echo(f"  in-network / table time, from the runtime's profiler: {r['min']:.2f} .. {r['median']:.2f} "
+                   f".. {r['max']:.2f} (min, median, max over {r['tables']} tables)")
     typer.echo(f"  built in {s['build_seconds']:.1f} s; {s['checksum'][:23]}...")
 
 

@@ -32,7 +32,7 @@ RES = 64  # small input: every op is cheap
 
 # a small build: few channel points (ratio 4), few samples, few runs
 SMALL = dict(height=RES, width=RES, grid_ratio=4.0, plan_samples=40, calibration=3, warmup=1, min_runs=3,
-             max_runs=3, min_time_s=0.0, network_runs=3, group_cells=4)
+             max_runs=3, min_time_s=0.0, network_runs=3, group_cells=4, in_network=True)
 
 
 @pytest.fixture(scope="module")
@@ -200,6 +200,7 @@ def test_torch_profile_builds_and_predicts(tmp_path: Path) -> None:
     assert p.complete and p.runtime == "torch" and p.opset is None
     assert {t.key.kind for t in p.tables} == {"stem", "s2d", "kxk"}
     assert p.fingerprint.runtime_version.startswith("torch ")
+    assert all(t.in_network is None for t in p.tables)  # asked for, but there is no torch profiler pass
     pred = Predictor(load_profile(out))
     assert pred.predict(get_space("giraffe-s2d").start) > 0
 

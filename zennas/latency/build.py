@@ -58,7 +58,7 @@ class BuildSpec:
     grid_ratio: float = 2.0  # ratio between neighbouring channel grid points
     plan_samples: int = 2000  # random-walk structures that size the channel ranges
     calibration: int = 16  # whole networks timed to fit the per-network overhead (and profiled, below)
-    in_network: bool = True  # onnxruntime: per-table in-network ratios from its profiler (zennas.latency.innetwork)
+    in_network: bool = False  # onnxruntime: per-table in-network ratios from its profiler (zennas.latency.innetwork)
     seed: int = 0
     max_flops: float | None = None  # FLOPs bound of the sampled structures (None: the space's budget, scaled)
     op_flops_cap: float | None = None  # MACs above which a cell is estimated, not timed (None: max_flops / 4)
@@ -325,12 +325,12 @@ def build_profile(spec: BuildSpec, *, resume: Profile | None = None, save: Calla
             tables[ti] = replace(t, median_ms=tuple(med), p10_ms=tuple(p10), p90_ms=tuple(p90), runs=tuple(runs))
             done_work += work(t.key, cells[ti][ci])
             n_done += 1
+        if save is not None and time.perf_counter() - last_save >= save_every_s:  # before the event (which may stop it)
+            save(snapshot())
+            last_save = time.perf_counter()
         if part:
             ti, ci = part[-1].item
             emit("measure", f"{tables[ti].key.label()} {'x'.join(map(str, cells[ti][ci]))}")
-        if save is not None and time.perf_counter() - last_save >= save_every_s:
-            save(snapshot())
-            last_save = time.perf_counter()
 
     def cell(tc: tuple[int, int]) -> Op:
         return _op(tables[tc[0]].key, cells[tc[0]][tc[1]])

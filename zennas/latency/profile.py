@@ -243,10 +243,19 @@ class Profile:
             "channels": [min(min(a) for t in self.tables for a in t.axes),
                          max(max(a) for t in self.tables for a in t.axes)] if self.tables else None,
             "overhead": self.overhead.to_dict() if self.overhead else None,
+            "in_network": _spread([t.in_network for t in self.tables if t.in_network is not None]),
             "call_overhead_ms": self.call_overhead_ms, "fingerprint": self.fingerprint.to_dict(),
             "settings": dict(self.settings), "build_seconds": self.build_seconds, "created": self.created,
             "checksum": self.checksum,
         }
+
+
+def _spread(xs: list[float]) -> dict[str, float] | None:
+    """min, median and max of the tables' in-network ratios (None: none recorded)."""
+    if not xs:
+        return None
+    s = sorted(xs)
+    return {"tables": len(s), "min": s[0], "median": s[len(s) // 2], "max": s[-1]}
 
 
 def _canonical(obj: Any) -> bytes:
