@@ -187,7 +187,7 @@ def main() -> None:
     ap.add_argument("--clock", default="wall", help="wall | cpu (thread CPU time: a loaded shared machine)")
     ap.add_argument("--space", default="detection-k1kxk1")
     ap.add_argument("--structures", type=int, default=200)
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--iterations", type=int, default=100_000)
     ap.add_argument("--measured", type=int, default=16, help="candidates timed in the measured mode")
     ap.add_argument("--seed", type=int, default=0)
