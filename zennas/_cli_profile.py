@@ -239,6 +239,8 @@ def check(
     typer.echo(f"{report.n} structures, {p.runtime} {p.threads} thread(s) batch {p.batch} at {p.height}x{p.width}")
     typer.echo(f"  within +-10%: {100 * report.within_10pct:.1f} %   MAPE: {100 * report.mape:.2f} %   "
                f"Kendall tau: {report.kendall_tau:.3f}")
+    typer.echo(f"  measured / predicted: median {report.level:.3f}; within +-10% once predictions are scaled by it: "
+               f"{100 * report.within_10pct_at_level:.1f} % (a machine whose speed moved since the build moves the first)")
     typer.echo("  worst:  #   predicted ms   measured ms   error")
     for i, r in report.worst():
         typer.echo(f"        {i:3d}   {r.predicted_ms:12.3f}  {r.measured_ms:12.3f}   {100 * r.error:+6.1f} %")

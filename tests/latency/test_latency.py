@@ -304,6 +304,10 @@ def test_cli_check_json(ort_profile: Path, tmp_path: Path) -> None:
     assert d["n"] == 4 and len(d["rows"]) == 4  # the file first; no start (a file was given); 3 sampled
     assert Structure.from_dict(d["rows"][0]["structure"]) == TINY
     assert 0.0 <= d["within_10pct"] <= 1.0 and d["mape"] >= 0 and -1.0 <= d["kendall_tau"] <= 1.0
+    ratios = sorted(r["measured_ms"] / r["predicted_ms"] for r in d["rows"])
+    assert math.isclose(d["level"], (ratios[1] + ratios[2]) / 2)  # the median of 4
+    at = sum(abs(r["predicted_ms"] * d["level"] / r["measured_ms"] - 1) <= 0.1 for r in d["rows"]) / 4
+    assert d["within_10pct_at_level"] == at
     assert all(r["predicted_ms"] > 0 and r["measured_ms"] > 0 for r in d["rows"]), d["rows"]
     p = subprocess.run([*ZENNAS, "profile", "check", str(ort_profile), "--structures", "0", "--json"],
                        capture_output=True, text=True, timeout=120)

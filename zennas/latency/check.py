@@ -46,6 +46,26 @@ class CheckReport:
         return sum(abs(r.error) <= 0.10 for r in self.rows) / self.n if self.rows else float("nan")
 
     @property
+    def level(self) -> float:
+        """The median of measured / predicted: the machine's speed now against the profile's (where the
+        predictor is unbiased). A shared machine's speed moves by tens of percent over minutes, which
+        moves every measurement of a check together."""
+        if not self.rows:
+            return float("nan")
+        import statistics
+
+        return statistics.median(r.measured_ms / r.predicted_ms for r in self.rows)
+
+    @property
+    def within_10pct_at_level(self) -> float:
+        """The share within +-10 % once every prediction is multiplied by :attr:`level`: how well the
+        predictor orders and spaces the structures, apart from the machine's speed since the build."""
+        if not self.rows:
+            return float("nan")
+        k = self.level
+        return sum(abs(r.predicted_ms * k / r.measured_ms - 1) <= 0.10 for r in self.rows) / self.n
+
+    @property
     def mape(self) -> float:
         return math.fsum(abs(r.error) for r in self.rows) / self.n if self.rows else float("nan")
 
@@ -66,7 +86,8 @@ class CheckReport:
             return None if math.isnan(x) else x
 
         return {"n": self.n, "within_10pct": num(self.within_10pct), "mape": num(self.mape),
-                "kendall_tau": num(self.kendall_tau), "worst": [i for i, _ in self.worst()],
+                "kendall_tau": num(self.kendall_tau), "level": num(self.level),
+                "within_10pct_at_level": num(self.within_10pct_at_level), "worst": [i for i, _ in self.worst()],
                 "rows": [r.to_dict() for r in self.rows]}
 
 
