@@ -1,8 +1,8 @@
 """Timing many things so that the machine's drift is shared, not hidden in the comparison.
 
 A shared machine (a cloud VM, a laptop that throttles) changes speed over seconds and minutes: on the
-2-core VM zennas is developed on, the same ONNX backbone measured 19.6 ms in one session and 25 ms a
-minute later, and two sequential passes over 40 structures (a new session each, 3 runs or 1 s each)
+2-core VM zennas is developed on, the same ONNX backbone measured 19.6 ms in one session and 25 ms in
+the next, seconds later, and two sequential passes over 40 structures (a new session each, 3 runs or 1 s each)
 agreed within +-10 % for only 25-43 % of them. Timed **in rounds** (one call of each item per round,
 every item's session held open) the same 40 agreed within +-10 % for all 40 (mean difference 0.9 %,
 40 rounds): every item samples the same stretch of the machine's drift.
