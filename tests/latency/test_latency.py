@@ -232,6 +232,8 @@ def test_resume_continues_a_partial_build(tmp_path: Path) -> None:
     assert done.complete
     again = {(t.key, c): v for t in done.tables for c, v in zip(t.cells(), t.median_ms, strict=True)}
     assert all(again[k] == v for k, v in measured.items())  # the measured cells were kept, not re-timed
+    # the rest was scaled to the level the first run's anchor set, not to a new one
+    assert partial.settings["anchor_ms"] > 0 and done.settings["anchor_ms"] == partial.settings["anchor_ms"]
     with pytest.raises(ProfileError) as e:
         build_profile(dataclasses.replace(spec, batch=2), resume=partial)
     assert e.value.field == "batch"
