@@ -41,7 +41,7 @@ class Drifted(Generic[T]):
 
     item: T
     timing: Timing
-    factor: float  # anchor's median over all groups / its median in this item's group
+    factor: float  # the reference (the anchor's first-group median) / the anchor's median in this item's group
 
 
 def time_rounds(calls: Sequence[Callable[[], object]], t: TimingSettings) -> list[Timing]:
