@@ -2,7 +2,8 @@
 
 For at least ``ZENNAS_SOAK_SECONDS`` (default 180) past the first job that uses Ray, rounds of searches
 run, each round's jobs overlapping (two run at once, the rest queue): analytic searches, forward-pass
-searches on the embedded Ray (``entropy`` at score resolution 32), a latency-budgeted search, an
+searches on the embedded Ray (``entropy`` at score resolution 32), a latency-budgeted search (measured), a
+search under a predicted latency budget with a stored profile (its top candidates verified) in every round, an
 NSGA-II search, a cancelled one and a deleted one; the dispatcher is SIGKILLed once, mid-search.
 Meanwhile a client sends hostile requests (from the service issue's list: a non-ASCII session cookie,
 200k-deep structures, an overflowing offset, unknown/NaN/absurd settings, a 900 KB name, a non-UTF-8
@@ -212,7 +213,24 @@ def processes_with_token(tokens: set[str]) -> list[int]:
     return out
 
 
-def test_soak(spawn: Callable[..., Server], tmp_path: Path, ray_tmp: Path) -> None:
+def predicted(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    """A search under a predicted latency budget with the stored profile ``name`` (the ``profile_doc``
+    fixture: giraffe-s2d at 64x64): twice the start's prediction, FLOPs and layers capped at the
+    start's, so the verified winner meets it (as in tests/api/test_profile_search.py)."""
+    from zennas.cost import costs
+    from zennas.latency import Predictor
+    from zennas.latency.profile import profile_from_dict
+    from zennas.space.space import get_space
+
+    start = get_space("giraffe-s2d").start
+    c = costs(start, 64, 64)
+    budget = 2.0 * Predictor(profile_from_dict(doc)).predict(start)
+    return {"space": "giraffe-s2d", "resolution": 64, "population": 8, "iterations": 64, "generation": 8,
+            "budgets": {"latency_ms": budget, "flops": c.flops, "layers": c.layers},
+            "latency": {"profile": name, "verify_top_k": 2}}
+
+
+def test_soak(spawn: Callable[..., Server], tmp_path: Path, ray_tmp: Path, profile_doc: dict[str, Any]) -> None:
     env = base_env(f"sqlite:///{tmp_path / 'z.db'}", tmp_path / "artifacts", search_workers=1,
                    max_concurrent_searches=2, max_queued_per_tenant=1000, lease_seconds=10,
                    heartbeat_seconds=0.5, restart_backoff_max=2)
@@ -235,6 +253,8 @@ def test_soak(spawn: Callable[..., Server], tmp_path: Path, ray_tmp: Path) -> No
                 job = wait_state(c, jid, timeout=300)
                 assert job["state"] == expected[jid], (job["state"], job.get("error"), job["spec"])
 
+        assert c.post("/v1/profiles", json={"name": "soak", "profile": profile_doc}).status_code == 201
+        PREDICTED = predicted(profile_doc, "soak")
         first = submit(ANALYTIC)
         finish([first])
         hostile = Hostile(server, key, first)
@@ -248,7 +268,7 @@ def test_soak(spawn: Callable[..., Server], tmp_path: Path, ray_tmp: Path) -> No
         killed: dict[str, Any] = {}
         rounds = 0
         while time.monotonic() - t_ray < SOAK_SECONDS or rounds < 3:
-            jobs = [submit(FORWARD), submit(ANALYTIC)]
+            jobs = [submit(FORWARD), submit(ANALYTIC), submit(PREDICTED)]  # the last: a predicted latency budget
             if rounds == 0:
                 jobs += [submit(LATENCY), submit(NSGA2)]
             if rounds == 1:  # kill the dispatcher mid-search; the job resumes after the restart
