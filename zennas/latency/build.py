@@ -190,16 +190,16 @@ def _label(op: Op) -> str:
     return f"{op.key.label()} {'x'.join(map(str, op.point))}"
 
 
-def _over_cap(t: OpTable, ci: int, cap: float | None, batch: int) -> bool:
+def _over_cap(op: Op, ci: int, cap: float | None, batch: int) -> bool:
     """A cell too big to time (estimated from its neighbours instead); a table's smallest cell is always timed."""
-    return cap is not None and ci != 0 and _op(t.key, t.cells()[ci]).flops(batch) > cap
+    return cap is not None and ci != 0 and op.flops(batch) > cap
 
 
 def _anchor_cell(tables: list[OpTable], cap: float | None, batch: int) -> tuple[int, int]:
     """The drift anchor of the cells: the timed cell of median FLOPs (fixed by the plan, so a resumed
     build times the same one)."""
-    cands = sorted(((_op(t.key, c).flops(batch), ti, ci) for ti, t in enumerate(tables)
-                    for ci, c in enumerate(t.cells()) if not _over_cap(t, ci, cap, batch)))
+    cands = sorted((op.flops(batch), ti, ci) for ti, t in enumerate(tables) for ci, c in enumerate(t.cells())
+                   if not _over_cap(op := _op(t.key, c), ci, cap, batch))
     _, ti, ci = cands[len(cands) // 2]
     return ti, ci
 
@@ -299,8 +299,11 @@ def build_profile(spec: BuildSpec, *, resume: Profile | None = None, save: Calla
                       "cells": n_cells, "label": label,
                       "elapsed_s": elapsed_before + time.perf_counter() - t_start})
 
+    def cell(tc: tuple[int, int]) -> Op:
+        return _op(tables[tc[0]].key, cells[tc[0]][tc[1]])
+
     anchor = _anchor_cell(tables, cap, spec.batch)  # timed in every group of cells (the drift reference)
-    drift: dict[str, Any] = {"anchor_op": _label(_op(tables[anchor[0]].key, cells[anchor[0]][anchor[1]]))}
+    drift: dict[str, Any] = {"anchor_op": _label(cell(anchor))}
     if "anchor_ms" in profile.settings:  # a resumed build keeps the level its first run measured
         drift["anchor_ms"] = profile.settings["anchor_ms"]
 
@@ -310,9 +313,10 @@ def build_profile(spec: BuildSpec, *, resume: Profile | None = None, save: Calla
 
     emit("measure", "")
     # cells over the FLOPs cap stay empty (estimated after the loop); the smallest cell is always timed
-    timed = [(ti, ci) for ti, ci in todo if not _over_cap(tables[ti], ci, cap, spec.batch)]
-    done_work += sum(work(tables[ti].key, cells[ti][ci]) for ti, ci in todo if _over_cap(tables[ti], ci, cap, spec.batch))
-    n_done += len(todo) - len(timed)
+    over = {tc for tc in todo if _over_cap(cell(tc), tc[1], cap, spec.batch)}
+    timed = [tc for tc in todo if tc not in over]
+    done_work += sum(work(tables[ti].key, cells[ti][ci]) for ti, ci in over)
+    n_done += len(over)
 
     def cells_done(part: list[Drifted[tuple[int, int]]], reference_ms: float) -> None:
         nonlocal done_work, n_done, last_save
@@ -330,10 +334,7 @@ def build_profile(spec: BuildSpec, *, resume: Profile | None = None, save: Calla
             last_save = time.perf_counter()
         if part:
             ti, ci = part[-1].item
-            emit("measure", f"{tables[ti].key.label()} {'x'.join(map(str, cells[ti][ci]))}")
-
-    def cell(tc: tuple[int, int]) -> Op:
-        return _op(tables[tc[0]].key, cells[tc[0]][tc[1]])
+            emit("measure", _label(cell((ti, ci))))
 
     with runner.calling():
         time_grouped(timed, lambda tc: runner.prepare_op(cell(tc)), lambda tc: op_bytes(cell(tc), spec.batch),

@@ -4,6 +4,7 @@ predictions (``zennas profile check``)."""
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,8 +53,6 @@ class CheckReport:
         moves every measurement of a check together."""
         if not self.rows:
             return float("nan")
-        import statistics
-
         return statistics.median(r.measured_ms / r.predicted_ms for r in self.rows)
 
     @property
@@ -101,12 +100,13 @@ def check_profile(profile: Profile, structures: Sequence[Structure], *, runs: in
     pred = Predictor(profile)
     runner = Runner(profile.runtime, threads=profile.threads, batch=profile.batch, opset=profile.opset)
     timing = TimingSettings(warmup=1, min_runs=runs, max_runs=runs, min_time_s=0.0, clock=profile.clock)
-    h, w, done = profile.height, profile.width, [0]
+    h, w, done = profile.height, profile.width, 0
 
     def group_done(part: list[Drifted[Structure]], _reference_ms: float) -> None:
-        done[0] += len(part)
+        nonlocal done
+        done += len(part)
         if progress is not None:
-            progress(done[0], len(structures))
+            progress(done, len(structures))
 
     with runner.calling():
         timed, _ = time_grouped(list(structures), lambda s: runner.prepare_structure(s, h, w),

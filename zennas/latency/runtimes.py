@@ -231,25 +231,30 @@ class Runner:
         so.log_severity_level = 3
         return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
+    def _onnx(self, module: Any, inputs: tuple[Any, ...], names: list[str], output_names: list[str],
+              cancel: Cancel = None, profile_prefix: str | None = None) -> tuple[Any, dict[str, Any]]:
+        """``module`` exported as ``zennas export-onnx`` writes it and its session made: (session, feeds
+        of the batched ``inputs``)."""
+        from zennas.latency.onnx_export import module_onnx_bytes
+        from zennas.score._torch import torch_threads
+
+        # the export traces one forward pass: with the timing's threads, so that measuring beside a
+        # search (verify.Speculator) takes no more cores than the timing itself
+        _check(cancel)
+        with torch_threads(self.threads):
+            data = module_onnx_bytes(module, tuple(i[:1] for i in inputs), input_names=names,
+                                     output_names=output_names, opset=self.opset or 17)
+        _check(cancel)
+        sess = self._session(data, profile_prefix)
+        return sess, {n: i.numpy() for n, i in zip(names, inputs, strict=True)}
+
     def _prepare(self, module: Any, inputs: tuple[Any, ...], names: list[str], output_names: list[str],
                  cancel: Cancel = None) -> Callable[[], object]:
         """One call of ``module`` on ``inputs`` in the runtime, ready to time (for onnxruntime: exported,
         its session made); call it inside :meth:`calling`."""
-        from zennas.score._torch import torch_threads
-
         inputs = _batched(inputs, self.batch)
         if self.runtime == "onnxruntime":
-            from zennas.latency.onnx_export import module_onnx_bytes
-
-            # the export traces one forward pass: with the timing's threads, so that measuring beside a
-            # search (verify.Speculator) takes no more cores than the timing itself
-            _check(cancel)
-            with torch_threads(self.threads):
-                data = module_onnx_bytes(module, tuple(i[:1] for i in inputs), input_names=names,
-                                         output_names=output_names, opset=self.opset or 17)
-            _check(cancel)
-            sess = self._session(data)
-            feeds = {n: i.numpy() for n, i in zip(names, inputs, strict=True)}
+            sess, feeds = self._onnx(module, inputs, names, output_names, cancel)
             run = sess.run
             return lambda: run(None, feeds)
         return lambda: module(*inputs)
@@ -309,16 +314,10 @@ class Runner:
 
         if self.runtime != "onnxruntime":
             raise SpecError("per-node times need the onnxruntime runtime", field="runtime")
-        from zennas.latency.onnx_export import module_onnx_bytes
-        from zennas.score._torch import torch_threads
-
         module, inputs, names, outputs = self._structure_parts(s, height, width)
-        inputs = _batched(inputs, self.batch)
-        with torch_threads(self.threads):
-            data = module_onnx_bytes(module, inputs, input_names=names, output_names=outputs, opset=self.opset or 17)
         with tempfile.TemporaryDirectory(prefix="zennas-ortprof-") as d:
-            sess = self._session(data, profile_prefix=os.path.join(d, "trace"))
-            feeds = {n: i.numpy() for n, i in zip(names, inputs, strict=True)}
+            sess, feeds = self._onnx(module, _batched(inputs, self.batch), names, outputs,
+                                     profile_prefix=os.path.join(d, "trace"))
             for _ in range(warmup + runs):
                 sess.run(None, feeds)
             with open(sess.end_profiling()) as f:
