@@ -63,6 +63,7 @@ def section_build(args: argparse.Namespace) -> Path:
           f"{p.build_seconds:.0f} | {path.stat().st_size / 1024:.0f} |")
     assert p.overhead is not None
     print(f"\noverhead fit: scale {p.overhead.scale:.3f}, per op {p.overhead.per_op_ms * 1e3:.1f} us, "
+          f"per MB of activations {p.overhead.per_mb_ms or 0.0:+.4f} ms, "
           f"offset {p.overhead.offset_ms:.2f} ms on {len(p.overhead.calibration)} networks")
     return path
 

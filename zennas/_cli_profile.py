@@ -169,7 +169,8 @@ def _print_summary(s: dict[str, Any], as_json: bool, out: Path | None = None) ->
                + (f"; channels {s['channels'][0]}..{s['channels'][1]}" if s["channels"] else ""))
     if s["overhead"]:
         typer.echo(f"  network = {s['overhead']['scale']:.4f} x sum(ops) + {s['overhead']['per_op_ms'] * 1e3:.1f} us "
-                   f"x ops + {s['overhead']['offset_ms']:.3f} ms "
+                   f"x ops + {s['overhead'].get('per_mb_ms') or 0.0:+.4f} ms x MB of op activations "
+                   f"+ {s['overhead']['offset_ms']:.3f} ms "
                    f"(fitted on {len(s['overhead']['calibration'])} networks); empty call "
                    f"{s['call_overhead_ms'] * 1e3:.1f} us")
     if s.get("in_network"):

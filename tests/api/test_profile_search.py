@@ -158,7 +158,8 @@ def test_kill_then_resume_uses_the_pinned_profile(kind: str, databases: Any, spa
         assert original.overhead is not None
         o = original.overhead
         slow = dataclasses.replace(original, overhead=dataclasses.replace(  # every prediction x10
-            o, scale=o.scale * 10, per_op_ms=o.per_op_ms * 10, offset_ms=o.offset_ms * 10))
+            o, scale=o.scale * 10, per_op_ms=o.per_op_ms * 10, offset_ms=o.offset_ms * 10,
+            per_mb_ms=(o.per_mb_ms or 0.0) * 10))
         with engine.begin() as c:  # the tenant's stored profile changes while the search is down
             c.execute(sa.text("UPDATE latency_profiles SET document = :d, checksum = :c WHERE name = 'cpu'"),
                       {"d": slow.to_json(), "c": slow.checksum})

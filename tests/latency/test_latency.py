@@ -121,15 +121,19 @@ def test_hand_checked_decomposition_and_prediction(ort_profile: Path) -> None:
         assert first == ops
     pred = Predictor(p)
     table = {t.key: t for t in p.tables}
+    o = p.overhead
+    assert o is not None and o.per_mb_ms is not None  # the memory term is fitted (either sign)
     total = 0.0
     for op in got:
         assert op.key in table, op
         ratio = table[op.key].in_network  # the table's in-network ratio, read at build time
         assert ratio is not None and 0 < ratio <= 10
-        total += ratio * max(0.0, pred.table_ms(op) - p.call_overhead_ms)
-    o = p.overhead
-    assert o is not None
-    assert math.isclose(pred.predict(TINY), o.scale * total + o.per_op_ms * len(got) + o.offset_ms, rel_tol=1e-12)
+        t = o.scale * ratio * max(0.0, pred.table_ms(op) - p.call_overhead_ms)
+        cin, cout = op.channels  # input and output maps in float32, MB: stride-2 ops halve the output side
+        ho = -(-op.key.height // op.key.stride)
+        mb = 4e-6 * (cin * op.key.height * op.key.width + cout * ho * ho)
+        total += max(t + o.per_mb_ms * mb, 0.25 * t)  # never below a quarter of the op's scaled time
+    assert math.isclose(pred.predict(TINY), total + o.per_op_ms * len(got) + o.offset_ms, rel_tol=1e-12)
 
 
 def test_interpolation_is_exact_on_grid_points(ort_profile: Path) -> None:
@@ -425,7 +429,8 @@ def test_search_fails_clearly_when_no_candidate_meets_the_budget_measured(ort_pr
     prof = load_profile(ort_profile)
     assert prof.overhead is not None
     low = dataclasses.replace(prof, overhead=dataclasses.replace(prof.overhead, scale=prof.overhead.scale / 10,
-                                                                 per_op_ms=0.0, offset_ms=0.0))
+                                                                 per_op_ms=0.0, offset_ms=0.0,
+                                                                 per_mb_ms=(prof.overhead.per_mb_ms or 0) / 10))
     budget = 1.2 * Predictor(low).predict(get_space("detection-k1kxk1").start)
     spec = _spec(budgets=Budgets(latency_ms=budget), latency={"verify_top_k": 2})
     store = SearchStore.open("sqlite://")

@@ -97,6 +97,14 @@ class Op:
         groups = cin if k.depthwise else 1
         return float(batch * cin * cout * k.kernel * k.kernel * ho * wo / groups)
 
+    def activation_mb(self, batch: int = 1) -> float:
+        """The op's input and output feature maps in float32, in MB (1e6 bytes): the memory traffic an
+        op run alone pays for and a network partly does not (the profile's ``per_mb_ms`` term)."""
+        k = self.key
+        cin, cout = self.channels
+        ho, wo = out_size(k.height, k.stride), out_size(k.width, k.stride)
+        return 4e-6 * batch * (cin * k.height * k.width + cout * ho * wo)
+
 
 def out_size(size: int, stride: int) -> int:
     """A 'same'-padded odd-kernel conv (or the ceil-mode 2x2 pool) at ``stride``: ceil(size / stride)."""

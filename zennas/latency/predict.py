@@ -33,6 +33,9 @@ from zennas.search.evaluate import Position, Term
 from zennas.space.structure import Block, Structure
 
 
+FLOOR = 0.25  # the least share of its scaled table time an op costs, whatever the memory term says
+
+
 class LogGrid:
     """log(value) interpolated linearly over log(point) on a rectilinear grid, extrapolated linearly
     outside it, one point at a time: scipy's ``RegularGridInterpolator`` (linear, ``fill_value=None``)
@@ -80,6 +83,8 @@ class Predictor:
         self.scale = profile.overhead.scale
         self.per_op_ms = profile.overhead.per_op_ms
         self.offset_ms = profile.overhead.offset_ms
+        self.per_mb_ms = profile.overhead.per_mb_ms or 0.0
+        self.batch = profile.batch
         self.call_ms = profile.call_overhead_ms
         self._interp: dict[TableKey, LogGrid] = {t.key: LogGrid(t.axes, t.median_ms)  # type: ignore[arg-type]
                                                  for t in profile.tables}
@@ -108,11 +113,16 @@ class Predictor:
     def op_ms(self, op: Op) -> float:
         """The op's share of a network's latency: its table time less the runtime's empty-call cost,
         times its table's in-network ratio (:mod:`zennas.latency.innetwork`; 1 where none was measured),
-        scaled by the network fit, plus the in-network dispatch cost of one op."""
+        scaled by the network fit, plus the fit's memory term (``per_mb_ms`` per MB of the op's input
+        and output, usually negative: what the op alone paid for moving its tensors and a network does
+        not), never below :data:`FLOOR` of the scaled time (an op is never free for the search), plus
+        the in-network dispatch cost of one op."""
         v = self._ops.get(op)
         if v is None:
             f = self._in_network.get(op.key, 1.0)
-            v = self._ops[op] = self.scale * f * max(0.0, self.table_ms(op) - self.call_ms) + self.per_op_ms
+            t = self.scale * f * max(0.0, self.table_ms(op) - self.call_ms)
+            v = max(t + self.per_mb_ms * op.activation_mb(self.batch), FLOOR * t) + self.per_op_ms
+            self._ops[op] = v
         return v
 
     def block_ms(self, b: Block, height: int, width: int) -> float:

@@ -11,8 +11,8 @@ Document (``format: zennas.latency-profile``, ``version: 1``)::
      "tables": [{"key": {"kind": "pw", "height": 120, ...}, "axes": [[8, 16, ...], [16, 32, ...]],
                  "median_ms": [...], "p10_ms": [...], "p90_ms": [...], "runs": [...],
                  "in_network": 0.62}, ...],          # optional (onnxruntime builds)
-     "overhead": {"offset_ms": 1.2, "scale": 1.03, "per_op_ms": 0.002,
-                  "calibration": [[ops_ms, n_ops, measured_ms], ...]},
+     "overhead": {"offset_ms": 1.2, "scale": 1.03, "per_op_ms": 0.002, "per_mb_ms": -0.06,  # optional
+                  "calibration": [[ops_ms, n_ops, measured_ms, ops_mb], ...]},
      "complete": true, "build_seconds": 512.3, "created": "2026-...",
      "checksum": "sha256:<hex of the canonical JSON of everything else>"}
 
@@ -136,16 +136,22 @@ class OpTable:
 
 @dataclass(frozen=True)
 class Overhead:
-    """The terms fitted at build time: ``network_ms = scale * sum(ops) + per_op_ms * n_ops + offset_ms``."""
+    """The terms fitted at build time: ``network_ms = sum over ops of max(scale * op + per_mb_ms * op_mb,
+    FLOOR * scale * op) + per_op_ms * n_ops + offset_ms`` (:mod:`zennas.latency.predict`)."""
 
     offset_ms: float  # fixed per-network overhead (graph entry/exit, allocations)
     scale: float  # ratio of in-network to isolated op time (cache effects, fused boundaries)
     per_op_ms: float = 0.0  # dispatch cost of each op inside a network (torch eager: Python module calls)
-    calibration: tuple[tuple[float, float, float], ...] = ()  # (sum of ops ms, ops, measured ms) per network
+    # (sum of ops ms, ops, measured ms[, sum of ops' activation MB]) per network; older profiles have 3
+    calibration: tuple[tuple[float, ...], ...] = ()
+    # ms per MB of an op's input and output (either sign: an op alone pays for layout reorders and an
+    # output copy a network does not); None in profiles built before it was fitted (read as 0)
+    per_mb_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"offset_ms": self.offset_ms, "scale": self.scale, "per_op_ms": self.per_op_ms,
-                "calibration": [list(c) for c in self.calibration]}
+                "calibration": [list(c) for c in self.calibration],
+                **({} if self.per_mb_ms is None else {"per_mb_ms": self.per_mb_ms})}
 
 
 @dataclass(frozen=True)
@@ -337,6 +343,8 @@ def _validate(p: Profile) -> None:
         _num(p.overhead.offset_ms, "overhead.offset_ms", lo=-math.inf)
         _num(p.overhead.scale, "overhead.scale", lo=1e-6)
         _num(p.overhead.per_op_ms, "overhead.per_op_ms")
+        if p.overhead.per_mb_ms is not None:
+            _num(p.overhead.per_mb_ms, "overhead.per_mb_ms", lo=-math.inf)
     if p.complete and p.overhead is None:
         raise _bad("overhead", "must be given in a complete profile")
     if p.complete and not p.tables:
@@ -393,12 +401,13 @@ def profile_from_dict(raw: Any, *, verify_checksum: bool = True) -> Profile:
             raise _bad("tables", "must be a list")
         oh = None
         if d["overhead"] is not None:
-            o = _keys(d["overhead"], ("offset_ms", "scale", "per_op_ms", "calibration"), "overhead")
+            o = _keys(d["overhead"], ("offset_ms", "scale", "per_op_ms", "calibration"), "overhead",
+                      optional=("per_mb_ms",))
             if not isinstance(o["calibration"], list) or not all(
-                    isinstance(c, list) and len(c) == 3 for c in o["calibration"]):
-                raise _bad("overhead.calibration", "must be a list of [ops_ms, n_ops, measured_ms] rows")
-            oh = Overhead(o["offset_ms"], o["scale"], o["per_op_ms"],
-                          tuple((c[0], c[1], c[2]) for c in o["calibration"]))
+                    isinstance(c, list) and len(c) in (3, 4) for c in o["calibration"]):
+                raise _bad("overhead.calibration", "must be a list of [ops_ms, n_ops, measured_ms, ops_mb] rows")
+            oh = Overhead(o["offset_ms"], o["scale"], o["per_op_ms"], tuple(tuple(c) for c in o["calibration"]),
+                          per_mb_ms=o.get("per_mb_ms"))
         if not isinstance(d["settings"], Mapping):
             raise _bad("settings", "must be an object")
         if not isinstance(d["complete"], bool):
