@@ -136,6 +136,36 @@ def test_hand_checked_decomposition_and_prediction(ort_profile: Path) -> None:
     assert math.isclose(pred.predict(TINY), total + o.per_op_ms * len(got) + o.offset_ms, rel_tol=1e-12)
 
 
+def test_the_network_fit_recovers_a_memory_term_of_either_sign() -> None:
+    from zennas.latency.build import fit_overhead
+
+    # rows made from known terms (ops ms, ops, measured ms, ops MB): the fit must give them back exactly
+    for per_mb in (-0.08, 0.03):
+        rows = [(ops, n, 0.7 * ops + 0.01 * n + 0.5 + per_mb * mb, mb)
+                for ops, n, mb in [(10.0, 40, 20.0), (25.0, 60, 35.0), (8.0, 30, 30.0), (40.0, 90, 45.0),
+                                   (15.0, 50, 12.0), (30.0, 70, 60.0)]]
+        got = fit_overhead(rows)
+        for g, want in zip(got, (0.7, 0.01, 0.5, per_mb), strict=True):
+            assert math.isclose(g, want, rel_tol=1e-6, abs_tol=1e-9), (got, per_mb)
+
+
+def test_a_profile_from_before_the_memory_term_loads_and_predicts_without_it(ort_profile: Path) -> None:
+    p = load_profile(ort_profile)
+    assert p.overhead is not None
+    old = dataclasses.replace(p, overhead=dataclasses.replace(
+        p.overhead, per_mb_ms=None, calibration=tuple(r[:3] for r in p.overhead.calibration)))
+    doc = old.to_dict()
+    assert "per_mb_ms" not in doc["overhead"]  # the document an earlier build wrote, checksum and all
+    q = loads_profile(json.dumps(doc))
+    pred, table = Predictor(q), {t.key: t for t in q.tables}
+    o = q.overhead
+    assert o is not None and o.per_mb_ms is None
+    ops = structure_ops(TINY, RES, RES)
+    total = math.fsum(o.scale * (table[op.key].in_network or 1.0) * max(0.0, pred.table_ms(op) - q.call_overhead_ms)
+                      for op in ops)
+    assert math.isclose(pred.predict(TINY), total + o.per_op_ms * len(ops) + o.offset_ms, rel_tol=1e-12)
+
+
 def test_interpolation_is_exact_on_grid_points(ort_profile: Path) -> None:
     p = load_profile(ort_profile)
     pred = Predictor(p)

@@ -236,7 +236,8 @@ def fit_overhead(rows: list[tuple[float, ...]]) -> tuple[float, float, float, fl
     reordering its tensors to and from the runtime's blocked layout and for its output leaving the
     session, in proportion to their size, and a network pays for neither between its ops. Refitting
     session 8's detection-dw profile (480) on its own check's structures, 16 networks at a time, raised
-    the share within +-10 % from 69 % to 84 % and Kendall tau from 0.834 to 0.873 (BENCHMARKS.md)."""
+    the share within +-10 % at the check's level from 69 % to 84 % and Kendall tau from 0.834 to 0.873
+    (BENCHMARKS.md)."""
     import numpy as np
     from scipy.optimize import lsq_linear
 

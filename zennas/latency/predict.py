@@ -32,7 +32,6 @@ from zennas.latency.profile import Profile, ProfileError
 from zennas.search.evaluate import Position, Term
 from zennas.space.structure import Block, Structure
 
-
 FLOOR = 0.25  # the least share of its scaled table time an op costs, whatever the memory term says
 
 
