@@ -173,6 +173,13 @@ def _print_summary(s: dict[str, Any], as_json: bool, out: Path | None = None) ->
                    f"+ {s['overhead']['offset_ms']:.3f} ms "
                    f"(fitted on {len(s['overhead']['calibration'])} networks); empty call "
                    f"{s['call_overhead_ms'] * 1e3:.1f} us")
+        o = s["overhead"]
+        if o.get("loo_error") is not None and o.get("loo_error_mb") is not None:
+            from zennas.latency.fit import MEMORY_TERM_GAIN
+
+            kept = "kept" if o.get("per_mb_ms") else f"not kept: it did not cut it by {1 - MEMORY_TERM_GAIN:.0%}"
+            typer.echo(f"  fit's leave-one-out error on those networks: {100 * o['loo_error']:.1f} % without the "
+                       f"memory term, {100 * o['loo_error_mb']:.1f} % with it ({kept})")
     if s.get("in_network"):
         r = s["in_network"]
         typer.echo(f"  in-network / table time, from the runtime's profiler: {r['min']:.2f} .. {r['median']:.2f} "

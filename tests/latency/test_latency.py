@@ -119,34 +119,55 @@ def test_hand_checked_decomposition_and_prediction(ort_profile: Path) -> None:
         assert first[:3] + first[4:] == ops[:3] + ops[4:] or first == ops
     else:
         assert first == ops
-    pred = Predictor(p)
     table = {t.key: t for t in p.tables}
     o = p.overhead
-    assert o is not None and o.per_mb_ms is not None  # the memory term is fitted (either sign)
-    total = 0.0
-    for op in got:
+    assert o is not None and o.per_mb_ms is not None  # the fit records its memory term (0 when not kept)
+
+    def scaled_and_mb(op: Op) -> tuple[float, float]:
         assert op.key in table, op
         ratio = table[op.key].in_network  # the table's in-network ratio, read at build time
         assert ratio is not None and 0 < ratio <= 10
-        t = o.scale * ratio * max(0.0, pred.table_ms(op) - p.call_overhead_ms)
+        t = o.scale * ratio * max(0.0, Predictor(p).table_ms(op) - p.call_overhead_ms)
         cin, cout = op.channels  # input and output maps in float32, MB: stride-2 ops halve the output side
         ho = -(-op.key.height // op.key.stride)
-        mb = 4e-6 * (cin * op.key.height * op.key.width + cout * ho * ho)
-        total += max(t + o.per_mb_ms * mb, 0.25 * t)  # never below a quarter of the op's scaled time
-    assert math.isclose(pred.predict(TINY), total + o.per_op_ms * len(got) + o.offset_ms, rel_tol=1e-12)
+        return t, 4e-6 * (cin * op.key.height * op.key.width + cout * ho * ho)
+
+    terms = [scaled_and_mb(op) for op in got]
+    # the profile as built, and with a memory term strong enough that some ops hit the floor and others not
+    strong = -0.75 * sorted(t / mb for t, mb in terms)[len(terms) // 2]
+    for per_mb in (o.per_mb_ms, strong):
+        q = dataclasses.replace(p, overhead=dataclasses.replace(o, per_mb_ms=per_mb))
+        total = math.fsum(max(t + per_mb * mb, 0.25 * t) for t, mb in terms)  # never below a quarter of the op
+        assert math.isclose(Predictor(q).predict(TINY), total + o.per_op_ms * len(got) + o.offset_ms, rel_tol=1e-12)
+    floored = sum(t + strong * mb < 0.25 * t for t, mb in terms)
+    assert 0 < floored < len(terms)
 
 
-def test_the_network_fit_recovers_a_memory_term_of_either_sign() -> None:
-    from zennas.latency.build import fit_overhead
+def test_the_network_fit_keeps_a_memory_term_of_either_sign_only_where_it_earns_its_place() -> None:
+    import random
 
-    # rows made from known terms (ops ms, ops, measured ms, ops MB): the fit must give them back exactly
+    from zennas.latency.fit import MEMORY_TERM_GAIN, fit_network
+
+    rng = random.Random(0)
+    nets = [(rng.uniform(8, 40), float(rng.randint(30, 90)), rng.uniform(10, 60)) for _ in range(16)]  # ops, n, MB
+    # networks made from known terms, with a memory term: the fit gives them back exactly, and keeps it
     for per_mb in (-0.08, 0.03):
-        rows = [(ops, n, 0.7 * ops + 0.01 * n + 0.5 + per_mb * mb, mb)
-                for ops, n, mb in [(10.0, 40, 20.0), (25.0, 60, 35.0), (8.0, 30, 30.0), (40.0, 90, 45.0),
-                                   (15.0, 50, 12.0), (30.0, 70, 60.0)]]
-        got = fit_overhead(rows)
-        for g, want in zip(got, (0.7, 0.01, 0.5, per_mb), strict=True):
-            assert math.isclose(g, want, rel_tol=1e-6, abs_tol=1e-9), (got, per_mb)
+        rows = [(ops, n, 0.7 * ops + 0.01 * n + 0.5 + per_mb * mb, mb) for ops, n, mb in nets]
+        fit = fit_network(rows)
+        for g, want in zip((fit.scale, fit.per_op_ms, fit.offset_ms, fit.per_mb_ms), (0.7, 0.01, 0.5, per_mb),
+                           strict=True):
+            assert math.isclose(g, want, rel_tol=1e-6, abs_tol=1e-9), (fit, per_mb)
+        assert fit.memory_term and fit.loo_error is not None and fit.loo_error_mb is not None
+        assert fit.loo_error_mb < MEMORY_TERM_GAIN * fit.loo_error
+    # networks with no memory effect, timed with 5 % noise: the term is not kept
+    rows = [(ops, n, (0.7 * ops + 0.5) * rng.uniform(0.95, 1.05), mb) for ops, n, mb in nets]
+    fit = fit_network(rows)
+    assert not fit.memory_term and fit.per_mb_ms == 0.0
+    assert fit.loo_error is not None and fit.loo_error_mb is not None
+    assert fit.loo_error_mb >= MEMORY_TERM_GAIN * fit.loo_error
+    # too few networks for a leave-one-out error to mean anything: never tried
+    few = fit_network([(ops, n, 0.7 * ops - 0.08 * mb + 1.0, mb) for ops, n, mb in nets[:5]])
+    assert few.per_mb_ms == 0.0 and few.loo_error is None
 
 
 def test_a_profile_from_before_the_memory_term_loads_and_predicts_without_it(ort_profile: Path) -> None:

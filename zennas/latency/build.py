@@ -14,10 +14,9 @@ per-network overhead.
    alone would exceed ``op_flops_cap`` MACs is not timed (it could not fit in any structure under
    the budget, and it would dominate the build time): it is estimated from the nearest measured cell
    of its table, scaled by FLOPs, and recorded with ``runs = 0``.
-3. **Fit.** ``calibration`` random-walk structures are timed whole (in rounds); ``scale``, ``per_op_ms``,
-   ``per_mb_ms`` and ``offset_ms`` of ``network = scale * sum(ops) + per_mb_ms * sum(ops' activation MB)
-   + per_op_ms * n_ops + offset`` are fitted by bounded least squares on the relative error
-   (``scipy.optimize.lsq_linear``, :func:`fit_overhead`).
+3. **Fit.** ``calibration`` random-walk structures are timed whole (in rounds) and the network fit
+   (:mod:`zennas.latency.fit`: scale, per-op and fixed costs, a memory term where it earns its place)
+   relates them to the sums of their ops.
 
 The partial profile is saved (atomically) as the build goes, so ``resume`` continues it.
 """
@@ -33,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from zennas.errors import SpecError
+from zennas.latency.fit import fit_network
 from zennas.latency.interleave import GROUP_BYTES
 from zennas.latency.ops import AXES, Op, TableKey, block_ops, ladder, out_size, structure_ops
 from zennas.latency.profile import Fingerprint, OpTable, Overhead, Profile, ProfileError, space_digest
@@ -224,31 +224,8 @@ def _fill_estimates(t: OpTable, batch: int) -> OpTable:
     return replace(t, median_ms=tuple(med), p10_ms=tuple(p10), p90_ms=tuple(p90))
 
 
-def fit_overhead(rows: list[tuple[float, ...]]) -> tuple[float, float, float, float]:
-    """(scale, per_op_ms, offset_ms, per_mb_ms) minimizing the squared *relative* error of
-    ``scale * ops_ms + per_op_ms * n_ops + offset_ms + per_mb_ms * ops_mb`` against the measured
-    latencies of ``rows`` ((ops_ms, n_ops, measured_ms, ops_mb)), with 0.25 <= scale <= 4,
-    per_op_ms >= 0 and offset_ms >= 0 (a fixed overhead is never negative: an unbounded fit on noisy
-    timings predicted < 0 ms for tiny networks) and ``per_mb_ms`` of either sign (the predictor floors
-    each op, :data:`zennas.latency.predict.FLOOR`).
-
-    The memory term is there for memory-bound spaces under ONNX Runtime: an op timed alone pays for
-    reordering its tensors to and from the runtime's blocked layout and for its output leaving the
-    session, in proportion to their size, and a network pays for neither between its ops. Refitting
-    session 8's detection-dw profile (480) on its own check's structures, 16 networks at a time, raised
-    the share within +-10 % at the check's level from 69 % to 84 % and Kendall tau from 0.834 to 0.873
-    (BENCHMARKS.md)."""
-    import numpy as np
-    from scipy.optimize import lsq_linear
-
-    x = np.asarray([r[0] for r in rows], dtype=float)
-    n = np.asarray([r[1] for r in rows], dtype=float)
-    y = np.asarray([r[2] for r in rows], dtype=float)
-    mb = np.asarray([r[3] if len(r) > 3 else 0.0 for r in rows], dtype=float)
-    a = np.stack([x / y, n / y, 1.0 / y, mb / y], axis=1)
-    res = lsq_linear(a, np.ones_like(y), bounds=([0.25, 0.0, 0.0, -np.inf], [4.0, np.inf, np.inf, np.inf]))
-    scale, per_op, offset, per_mb = (float(v) for v in res.x)
-    return scale, per_op, offset, per_mb
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f} %"
 
 
 def _now() -> str:
@@ -390,12 +367,16 @@ def build_profile(spec: BuildSpec, *, resume: Profile | None = None, save: Calla
         return (predictor.ops_ms(s), float(len(ops)), ms, math.fsum(op.activation_mb(spec.batch) for op in ops))
 
     pairs = [row(m.item, m.timing.median_ms) for m in measured]
-    scale, per_op, offset, per_mb = fit_overhead(pairs)
-    final = snapshot(complete=True, overhead=Overhead(offset, scale, per_op, tuple(pairs), per_mb_ms=per_mb))
+    fit = fit_network(pairs)
+    final = snapshot(complete=True, overhead=Overhead(fit.offset_ms, fit.scale, fit.per_op_ms, tuple(pairs),
+                                                      per_mb_ms=fit.per_mb_ms, loo_error=fit.loo_error,
+                                                      loo_error_mb=fit.loo_error_mb))
     if save is not None:
         save(final)
-    log.info("profile built: %d tables, %d cells, scale %.3f, per op %.4f ms, per MB %.4f ms, offset %.3f ms, "
-             "%.1f s", len(final.tables), n_cells, scale, per_op, per_mb, offset, final.build_seconds)
+    log.info("profile built: %d tables, %d cells, scale %.3f, per op %.4f ms, per MB %.4f ms (leave-one-out "
+             "error %s without the memory term, %s with it), offset %.3f ms, %.1f s", len(final.tables), n_cells,
+             fit.scale, fit.per_op_ms, fit.per_mb_ms, _pct(fit.loo_error), _pct(fit.loo_error_mb), fit.offset_ms,
+             final.build_seconds)
     return final
 
 

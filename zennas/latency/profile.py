@@ -147,11 +147,16 @@ class Overhead:
     # ms per MB of an op's input and output (either sign: an op alone pays for layout reorders and an
     # output copy a network does not); None in profiles built before it was fitted (read as 0)
     per_mb_ms: float | None = None
+    # the fit's rms relative leave-one-out errors on the calibration networks, without and with the
+    # memory term (:mod:`zennas.latency.fit` keeps the term by them); None where not computed
+    loo_error: float | None = None
+    loo_error_mb: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        optional = {"per_mb_ms": self.per_mb_ms, "loo_error": self.loo_error, "loo_error_mb": self.loo_error_mb}
         return {"offset_ms": self.offset_ms, "scale": self.scale, "per_op_ms": self.per_op_ms,
                 "calibration": [list(c) for c in self.calibration],
-                **({} if self.per_mb_ms is None else {"per_mb_ms": self.per_mb_ms})}
+                **{k: v for k, v in optional.items() if v is not None}}
 
 
 @dataclass(frozen=True)
@@ -345,6 +350,8 @@ def _validate(p: Profile) -> None:
         _num(p.overhead.per_op_ms, "overhead.per_op_ms")
         if p.overhead.per_mb_ms is not None:
             _num(p.overhead.per_mb_ms, "overhead.per_mb_ms", lo=-math.inf)
+        for name in ("loo_error", "loo_error_mb"):
+            _num(getattr(p.overhead, name), f"overhead.{name}", none=True)
     if p.complete and p.overhead is None:
         raise _bad("overhead", "must be given in a complete profile")
     if p.complete and not p.tables:
@@ -402,12 +409,13 @@ def profile_from_dict(raw: Any, *, verify_checksum: bool = True) -> Profile:
         oh = None
         if d["overhead"] is not None:
             o = _keys(d["overhead"], ("offset_ms", "scale", "per_op_ms", "calibration"), "overhead",
-                      optional=("per_mb_ms",))
+                      optional=("per_mb_ms", "loo_error", "loo_error_mb"))
             if not isinstance(o["calibration"], list) or not all(
                     isinstance(c, list) and len(c) in (3, 4) for c in o["calibration"]):
                 raise _bad("overhead.calibration", "must be a list of [ops_ms, n_ops, measured_ms, ops_mb] rows")
             oh = Overhead(o["offset_ms"], o["scale"], o["per_op_ms"], tuple(tuple(c) for c in o["calibration"]),
-                          per_mb_ms=o.get("per_mb_ms"))
+                          per_mb_ms=o.get("per_mb_ms"), loo_error=o.get("loo_error"),
+                          loo_error_mb=o.get("loo_error_mb"))
         if not isinstance(d["settings"], Mapping):
             raise _bad("settings", "must be an object")
         if not isinstance(d["complete"], bool):
