@@ -348,10 +348,9 @@ def _validate(p: Profile) -> None:
         _num(p.overhead.offset_ms, "overhead.offset_ms", lo=-math.inf)
         _num(p.overhead.scale, "overhead.scale", lo=1e-6)
         _num(p.overhead.per_op_ms, "overhead.per_op_ms")
-        if p.overhead.per_mb_ms is not None:
-            _num(p.overhead.per_mb_ms, "overhead.per_mb_ms", lo=-math.inf)
-        for name in ("loo_error", "loo_error_mb"):
-            _num(getattr(p.overhead, name), f"overhead.{name}", none=True)
+        _num(p.overhead.per_mb_ms, "overhead.per_mb_ms", lo=-math.inf, none=True)  # optional: older profiles
+        _num(p.overhead.loo_error, "overhead.loo_error", none=True)
+        _num(p.overhead.loo_error_mb, "overhead.loo_error_mb", none=True)
     if p.complete and p.overhead is None:
         raise _bad("overhead", "must be given in a complete profile")
     if p.complete and not p.tables:
